@@ -1,0 +1,51 @@
+# flexwm: `make demo` and `make test` are the two commands a newcomer needs.
+# Both create .venv, install torch==2.13.0 first and pinned (CUDA build when an NVIDIA GPU is present,
+# CPU build otherwise), then flexwm with all extras.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.flexwm-installed
+TORCH_VERSION := 2.13.0
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test test-fast lint bench-collect clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+ifeq ($(HAS_GPU),1)
+	@echo "NVIDIA GPU found: installing the CUDA build of torch==$(TORCH_VERSION)"
+	PIP_FIND_LINKS= $(PIP) install --quiet "torch==$(TORCH_VERSION)"
+else
+	$(PIP) install --quiet "torch==$(TORCH_VERSION)"
+endif
+	$(PIP) install --quiet -e ".[all]"
+	$(PY) -c "import torch, flexwm; print('flexwm', flexwm.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/flexwm demo --out runs/demo
+
+test: install
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q
+
+test-fast: install
+	$(VENV)/bin/python -m pytest -n 2 -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check flexwm tests benchmarks
+
+bench-collect: install
+	$(VENV)/bin/python benchmarks/collect.py --out benchmarks/results/collect.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
