@@ -1,0 +1,139 @@
+"""The `flexwm` command line. It wires the library's parts together; nothing in the library imports it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flexwm.errors import FlexWMError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="flexwm: one flexibly conditioned robot world model.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect, preview and verify datasets.")
+app.add_typer(data_app, name="data")
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _echo_json(obj: dict) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@app.command()
+def tasks(env: str = typer.Option("metaworld", help="metaworld | pusht")) -> None:
+    """List the task names of a simulator, with their canonical instructions."""
+    from flexwm.envs import list_tasks
+    from flexwm.envs.instructions import canonical_instruction
+
+    for t in list_tasks(env):
+        typer.echo(f"{t:32s} {canonical_instruction(t)}")
+
+
+@app.command()
+def collect(
+    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    tasks: str = typer.Option("reach-v3", help="comma-separated task names, or 'avdc' for the 11 AVDC tasks"),
+    source: str = typer.Option("expert", help="comma-separated: expert, noisy, play"),
+    episodes: int = typer.Option(10, help="episodes per task, source and noise level"),
+    noise: str = typer.Option("0.3", help="comma-separated noise levels for the noisy source"),
+    out: Path = typer.Option(..., help="dataset directory (LeRobot v3 layout)"),
+    image_size: int = typer.Option(64, help="square camera image size"),
+    camera: Optional[str] = typer.Option(None, help="camera name (Meta-World)"),
+    max_steps: Optional[int] = typer.Option(None, help="episode length limit"),
+    seed: int = typer.Option(0, help="first reset seed"),
+    workers: int = typer.Option(1, help="worker processes"),
+    resume: bool = typer.Option(False, "--resume", help="continue (or extend) an existing dataset"),
+) -> None:
+    """Collect expert, noisy-expert and play episodes from the real simulator into a dataset."""
+    from flexwm.collect import CollectConfig, collect as run_collect
+    from flexwm.envs import AVDC_TASKS
+
+    task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
+    try:
+        noise_levels = [float(n) for n in _split(noise)]
+    except ValueError:
+        raise FlexWMError(f"--noise must be comma-separated numbers, got {noise!r}") from None
+    cfg = CollectConfig(env=env, tasks=task_list, sources=_split(source), episodes=episodes, noise=noise_levels,
+                        image_size=image_size, camera=camera, max_steps=max_steps, seed=seed, workers=workers)
+    summary = run_collect(cfg, out, resume=resume)
+    _echo_json(summary)
+
+
+@data_app.command("info")
+def data_info(root: Path = typer.Argument(..., help="dataset directory"),
+              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Episodes by task, outcome, source and embodiment."""
+    from flexwm.data.inspect import dataset_info, format_info
+
+    info = dataset_info(root)
+    if as_json:
+        _echo_json(info)
+    else:
+        typer.echo(format_info(info))
+
+
+@data_app.command("preview")
+def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
+                 out: Optional[Path] = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
+                 episodes: int = typer.Option(16, help="episodes in the grid")) -> None:
+    """Write a video grid of episodes."""
+    from flexwm.data.inspect import write_preview
+
+    out = out or Path(root) / "preview.mp4"
+    write_preview(root, out, n_episodes=episodes)
+    typer.echo(f"wrote {out}")
+
+
+@data_app.command("verify")
+def data_verify(root: Path = typer.Argument(..., help="dataset directory")) -> None:
+    """Decode and check every episode; exit 1 if any is damaged."""
+    from flexwm.data import verify
+
+    report = verify(root)
+    _echo_json(report if isinstance(report, dict) else {"report": str(report)})
+    if isinstance(report, dict) and report.get("damaged"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
+         episodes: int = typer.Option(4, help="episodes per task and source"),
+         workers: int = typer.Option(2, help="worker processes")) -> None:
+    """Collect a small Meta-World dataset (successes, failures, play) and write a preview video."""
+    from flexwm.collect import CollectConfig, collect as run_collect
+    from flexwm.data.inspect import dataset_info, format_info, write_preview
+
+    data_dir = Path(out) / "data"
+    cfg = CollectConfig(env="metaworld", tasks=["door-open-v3", "button-press-v3", "drawer-close-v3"],
+                        sources=["expert", "noisy", "play"], episodes=episodes, noise=[0.5],
+                        workers=workers, max_steps=150)
+    run_collect(cfg, data_dir, resume=True)
+    typer.echo(format_info(dataset_info(data_dir)))
+    write_preview(data_dir, Path(out) / "preview.mp4")
+    typer.echo(f"wrote {Path(out) / 'preview.mp4'}")
+
+
+def main() -> None:
+    """Console entry point: library errors become one clear message and exit code 2, not a traceback."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        app()
+    except FlexWMError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: completed episodes and checkpoints are kept; rerun with --resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
