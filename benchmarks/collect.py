@@ -1,0 +1,123 @@
+"""Collection benchmark: simulator speed with and without tuned rendering, collection throughput with 1 and 2
+workers, and scripted-expert success on the 11 AVDC Meta-World tasks (64x64).
+
+    python benchmarks/collect.py --out benchmarks/results/collect.json [--episodes 50]
+
+Timings are measured in one run and reported as ratios too, because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+from common import write_result  # noqa: E402
+
+from flexwm.collect import CollectConfig, collect  # noqa: E402
+from flexwm.envs import AVDC_TASKS, make_env  # noqa: E402
+from flexwm.evaluation.stats import success_summary  # noqa: E402
+
+
+def raw_steps_per_s(task: str, steps: int) -> float:
+    """Meta-World physics alone (no rendering)."""
+    import gymnasium as gym
+    import metaworld  # noqa: F401  (registers the envs)
+
+    env = gym.make("Meta-World/MT1", env_name=task, seed=0)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+    dt = time.perf_counter() - t0
+    env.close()
+    return steps / dt
+
+
+def adapter_steps_per_s(task: str, steps: int, fast_render: bool) -> float:
+    """flexwm's adapter: physics + a 64x64 camera image every step."""
+    env = make_env("metaworld", task, image_size=(64, 64), fast_render=fast_render, max_episode_steps=10**6)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+    dt = time.perf_counter() - t0
+    env.close()
+    return steps / dt
+
+
+def collection_frames_per_s(workers: int, episodes: int, tmp: Path) -> dict:
+    cfg = CollectConfig(env="metaworld", tasks=["door-open-v3", "button-press-v3"], sources=["expert"],
+                        episodes=episodes, max_steps=100, workers=workers)
+    out = tmp / f"w{workers}"
+    t0 = time.perf_counter()
+    summary = collect(cfg, out, progress=False)
+    dt = time.perf_counter() - t0
+    from flexwm.data import FlexDataset
+
+    frames = FlexDataset(out).num_frames
+    shutil.rmtree(out)
+    return {"workers": workers, "episodes": summary["written"], "frames": int(frames), "seconds": dt,
+            "frames_per_s": frames / dt}
+
+
+def expert_success(episodes: int, workers: int, out: Path | None, tmp: Path) -> dict:
+    from flexwm.data import FlexDataset
+
+    cfg = CollectConfig(env="metaworld", tasks=list(AVDC_TASKS), sources=["expert"], episodes=episodes,
+                        workers=workers, image_size=64)
+    target = out or tmp / "avdc"
+    collect(cfg, target, resume=True, progress=True)
+    per_task: dict[str, list[bool]] = {t: [] for t in AVDC_TASKS}
+    for m in FlexDataset(target).episodes:
+        if m["source"] == "expert" and m["env_task"] in per_task and m["seed"] < cfg.seed + episodes:
+            per_task[m["env_task"]].append(m["outcome"] == "success")
+    tasks = {t: success_summary(f) for t, f in per_task.items()}
+    all_flags = [f for flags in per_task.values() for f in flags]
+    return {"episodes_per_task": episodes, "max_episode_steps": cfg.max_steps or "adapter default",
+            "per_task": tasks, "average_over_tasks": float(np.mean([v["rate"] for v in tasks.values()])),
+            "pooled": success_summary(all_flags), "dataset": str(target)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/collect.json")
+    p.add_argument("--steps", type=int, default=500, help="steps per speed measurement")
+    p.add_argument("--episodes", type=int, default=50, help="expert episodes per AVDC task")
+    p.add_argument("--collect-episodes", type=int, default=4, help="episodes per task for the worker timing")
+    p.add_argument("--keep-dataset", default=None, help="keep the AVDC expert dataset here (reused on rerun)")
+    args = p.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="flexwm-bench-"))
+    try:
+        task = "door-open-v3"
+        raw = raw_steps_per_s(task, args.steps)
+        fast = adapter_steps_per_s(task, args.steps, fast_render=True)
+        slow = adapter_steps_per_s(task, max(50, args.steps // 5), fast_render=False)
+        speed = {"task": task, "image_size": 64, "raw_physics_steps_per_s": raw,
+                 "steps_per_s_tuned_render": fast, "steps_per_s_default_render": slow,
+                 "tuned_over_default": fast / slow, "raw_over_tuned": raw / fast}
+        workers = [collection_frames_per_s(w, args.collect_episodes, tmp) for w in (1, 2)]
+        scaling = workers[1]["frames_per_s"] / workers[0]["frames_per_s"]
+        success = expert_success(args.episodes, 2, Path(args.keep_dataset) if args.keep_dataset else None, tmp)
+        path = write_result(args.out, {"seed": 0, "env_speed": speed, "collection": workers,
+                                       "two_over_one_worker": scaling, "expert_success_avdc": success})
+        print(f"wrote {path}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

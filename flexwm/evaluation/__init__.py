@@ -1,0 +1,1 @@
+"""Evaluation: success rates on the real simulator with confidence intervals, policy-evaluation statistics."""
