@@ -27,6 +27,7 @@ from the readout token a success logit and progress in [0, 1]. Losses and sample
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -86,8 +87,8 @@ class WorldModelConfig:
     logit_normal_std: float = field(1.0, ge=0.01)
     video_loss_weight: float = field(1.0, ge=0.0)
     action_loss_weight: float = field(1.0, ge=0.0)
-    success_loss_weight: float = field(0.1, ge=0.0)
-    progress_loss_weight: float = field(0.1, ge=0.0)
+    success_loss_weight: float = field(0.5, ge=0.0, help="untuned")
+    progress_loss_weight: float = field(0.5, ge=0.0, help="untuned")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -107,8 +108,6 @@ class WorldModelConfig:
             raise ConfigError("config key 'embodiments' is empty; give at least one name -> {action_dim, proprio_dim}")
         for name, spec in self.embodiments.items():
             check_embodiment(name, spec)
-        import difflib
-
         for mode, wgt in self.mode_weights.items():
             if mode not in MODES:
                 close = difflib.get_close_matches(mode, MODES, n=1)
@@ -139,8 +138,11 @@ class WorldModelConfig:
 def check_embodiment(name: str, spec: Any) -> dict[str, int]:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ConfigError(f"embodiment name {name!r} must start with a letter and use only letters, digits, _ or -")
-    if not isinstance(spec, dict) or set(spec) != {"action_dim", "proprio_dim"}:
-        raise ConfigError(f"embodiment {name!r} must be {{'action_dim': int, 'proprio_dim': int}}, got {spec!r}")
+    keys = {"action_dim", "proprio_dim"}
+    if not isinstance(spec, dict) or set(spec) != keys:
+        got = set(spec) if isinstance(spec, dict) else spec
+        raise ConfigError(f"embodiment {name!r} must be {{'action_dim': int, 'proprio_dim': int}}; got {spec!r} "
+                          f"(unknown {sorted(got - keys) if isinstance(got, set) else '?'})")
     for k, v in spec.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"embodiment {name!r}: {k} = {v!r} must be an integer >= 1")
@@ -357,7 +359,7 @@ class FlexWorldModel(nn.Module):
         per example (its values are then never read). `text`/`proprio` None or masked -> null / absent token.
         """
         cfg, ad = self.cfg, self.adapter(embodiment)
-        B, dev = context.shape[0], context.device
+        B, dev, x_dtype = context.shape[0], context.device, self.patch_in.weight.dtype
         C, Fr, A, H = cfg.context_frames, cfg.future_frames, ad.action_dim, cfg.action_horizon
         d, p = cfg.d_model, cfg.patch_size
         if tuple(context.shape[1:]) != (C, *cfg.latent_shape):
@@ -407,9 +409,9 @@ class FlexWorldModel(nn.Module):
         tok_act = tok_act + self.action_pos
 
         # one conditioning vector per token group and example
-        c_vid = sel(video_present, self.time_mlp(timestep_embedding(video_t, 256)), self.absent_cond[0].expand(B, d))
-        c_act = sel(action_present, self.time_mlp(timestep_embedding(action_t, 256)),
-                    self.absent_cond[1].expand(B, d))
+        temb = lambda t: self.time_mlp(timestep_embedding(t, 256).to(x_dtype))  # noqa: E731
+        c_vid = sel(video_present, temb(video_t), self.absent_cond[0].expand(B, d))
+        c_act = sel(action_present, temb(action_t), self.absent_cond[1].expand(B, d))
         cond = torch.stack([torch.zeros_like(c_vid), c_vid, c_act], 1) + self.group_emb  # (B, 3, d)
 
         x = torch.cat([special, tok_ctx, tok_fut, tok_act], 1) + cond[:, self.group]

@@ -1,0 +1,20 @@
+"""Datasets: LeRobot v3 layout (parquet + mp4) written crash-safely, read back, verified, and cut into windows.
+
+`WindowDataset` and `collate_windows` (flexwm.data.windows) import torch, so they are loaded on first use.
+"""
+
+from flexwm.data.episode import OUTCOMES, SOURCES, Episode, EpisodeMeta
+from flexwm.data.inspect import dataset_info, format_info, write_preview
+from flexwm.data.reader import FlexDataset, verify
+from flexwm.data.writer import DatasetWriter
+
+__all__ = ["OUTCOMES", "SOURCES", "DatasetWriter", "Episode", "EpisodeMeta", "FlexDataset", "WindowDataset",
+           "collate_windows", "dataset_info", "format_info", "verify", "write_preview"]
+
+
+def __getattr__(name: str):
+    if name in ("WindowDataset", "collate_windows"):
+        from flexwm.data import windows
+
+        return getattr(windows, name)
+    raise AttributeError(f"module 'flexwm.data' has no attribute {name!r}")

@@ -1,0 +1,102 @@
+"""Look at a dataset: counts by task/outcome/source/embodiment, and a video grid of episodes."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from flexwm.data.episode import OUTCOMES
+from flexwm.data.reader import FlexDataset
+from flexwm.data.video import encode_video
+from flexwm.errors import DatasetError
+from flexwm.io import atomic_write
+
+# tile border colour by outcome in previews
+OUTCOME_COLORS = {"success": (40, 200, 60), "failure": (220, 40, 40), "play": (70, 120, 230)}
+
+
+def dataset_info(root: str | Path) -> dict:
+    """JSON-ready summary: sizes, schema and episode counts by task, outcome, source and embodiment."""
+    ds = FlexDataset(root)
+    eps = ds.episodes
+    lengths = [int(e["length"]) for e in eps]
+    by_task_outcome: dict[str, dict[str, int]] = {}
+    for e in eps:
+        row = by_task_outcome.setdefault(e["env_task"], dict.fromkeys(OUTCOMES, 0))
+        row[e["outcome"]] = row.get(e["outcome"], 0) + 1
+    return {
+        "root": str(ds.root),
+        "episodes": len(ds),
+        "frames": ds.num_frames,
+        "fps": ds.fps,
+        "image_size": list(ds.image_size),
+        "embodiment": ds.embodiment,
+        "action_dim": ds.action_dim,
+        "proprio_dim": ds.proprio_dim,
+        "state_dim": ds.state_dim,
+        "instructions": len(ds.task_list()),
+        "length": {"min": min(lengths, default=0), "mean": float(np.mean(lengths)) if lengths else 0.0,
+                   "max": max(lengths, default=0)},
+        "by_task": dict(Counter(e["env_task"] for e in eps)),
+        "by_outcome": dict(Counter(e["outcome"] for e in eps)),
+        "by_source": dict(Counter(e["source"] for e in eps)),
+        "by_embodiment": dict(Counter(e["embodiment"] for e in eps)),
+        "by_task_outcome": by_task_outcome,
+    }
+
+
+def format_info(info: dict) -> str:
+    """Plain-text report of `dataset_info`: a header, then one table row per task."""
+    h, w = info["image_size"]
+    ln = info["length"]
+    lines = [
+        f"dataset   {info['root']}",
+        f"episodes  {info['episodes']}   frames {info['frames']}   fps {info['fps']}   image {h}x{w}",
+        f"schema    embodiment {info['embodiment']}   action {info['action_dim']}   proprio {info['proprio_dim']}"
+        f"   state {info['state_dim']}   instructions {info['instructions']}",
+        f"length    min {ln['min']}   mean {ln['mean']:.1f}   max {ln['max']}",
+        "sources   " + ", ".join(f"{k} {v}" for k, v in sorted(info["by_source"].items())),
+        "",
+    ]
+    names = sorted(info["by_task_outcome"])
+    width = max([len("task"), *map(len, names)])
+    header = f"{'task':<{width}}  " + "  ".join(f"{o:>8}" for o in OUTCOMES) + f"  {'total':>8}"
+    lines += [header, "-" * len(header)]
+    for name in names:
+        row = info["by_task_outcome"][name]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{row.get(o, 0):>8}" for o in OUTCOMES)
+                     + f"  {sum(row.values()):>8}")
+    totals = info["by_outcome"]
+    lines.append(f"{'all':<{width}}  " + "  ".join(f"{totals.get(o, 0):>8}" for o in OUTCOMES)
+                 + f"  {info['episodes']:>8}")
+    return "\n".join(lines)
+
+
+def write_preview(root: str | Path, out_path: str | Path, n_episodes: int = 16, fps: int | None = None,
+                  border: int = 2) -> Path:
+    """An mp4 grid of up to `n_episodes` episodes spread evenly over the dataset, each tile framed in its
+    outcome's colour (green success, red failure, blue play). Shorter episodes hold their last frame."""
+    ds = FlexDataset(root)
+    if len(ds) == 0:
+        raise DatasetError(f"{ds.root} has no episodes to preview")
+    n = min(n_episodes, len(ds))
+    ids = sorted(set(np.linspace(0, len(ds) - 1, n).round().astype(int).tolist()))
+    episodes = [ds.load_episode(i) for i in ids]
+    h, w = ds.image_size
+    th, tw = h + 2 * border, w + 2 * border
+    cols = math.ceil(math.sqrt(len(ids)))
+    rows = math.ceil(len(ids) / cols)
+    T = max(ep.length for ep in episodes)
+    grid = np.zeros((T, rows * th, cols * tw, 3), np.uint8)
+    for k, ep in enumerate(episodes):
+        r, c = divmod(k, cols)
+        y, x = r * th, c * tw
+        grid[:, y:y + th, x:x + tw] = OUTCOME_COLORS.get(ep.meta.outcome, (128, 128, 128))
+        frames = ep.frames[np.minimum(np.arange(T), ep.length - 1)]
+        grid[:, y + border:y + border + h, x + border:x + border + w] = frames
+    out_path = Path(out_path)
+    atomic_write(out_path, lambda p: encode_video(grid, p, fps or ds.fps))
+    return out_path

@@ -1,0 +1,279 @@
+"""Write episodes into a flexwm LeRobot v3 dataset, crash-safely and resumably.
+
+Each `add(episode)` writes, in this order, each file to a temp name and renames it into place:
+data parquet, video mp4, tasks.parquet (only when the task is new), the episode's metadata file, then
+info.json and stats.json. The episode exists from the moment its metadata file does, so a `kill -9` at any
+point loses at most the episode in flight; its orphaned files are ignored by readers and removed when the
+dataset is opened again for writing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flexwm.data.episode import Episode
+from flexwm.data.lerobot import (
+    ACTION_KEY,
+    ENV_STATE_KEY,
+    EXTRA_COLUMN,
+    INFO_PATH,
+    STAT_NAMES,
+    STATE_KEY,
+    STATS_KEYS,
+    STATS_PATH,
+    SUCCESS_KEY,
+    TASKS_PATH,
+    VIDEO_KEY,
+    array_stats,
+    chunk_file,
+    data_path,
+    data_schema,
+    episode_meta_path,
+    episodes_schema,
+    make_info,
+    schema_mismatches,
+    tasks_table,
+    video_path,
+    with_totals,
+)
+from flexwm.data.reader import find_orphans, read_episode_rows, read_info, task_list_of
+from flexwm.data.video import encode_video
+from flexwm.errors import DatasetError
+from flexwm.io import atomic_write, atomic_write_json
+
+
+class RunningStats:
+    """Dataset-wide min/max/mean/std of one feature from per-episode stats: O(1) per episode."""
+
+    def __init__(self, dim: int):
+        self.n = 0
+        self.sum = np.zeros(dim)
+        self.sumsq = np.zeros(dim)
+        self.min = np.full(dim, np.inf)
+        self.max = np.full(dim, -np.inf)
+
+    def add(self, st: dict[str, list]) -> None:
+        n = int(st["count"][0])
+        mean, std = np.asarray(st["mean"], float), np.asarray(st["std"], float)
+        self.n += n
+        self.sum += n * mean
+        self.sumsq += n * (std**2 + mean**2)
+        self.min = np.minimum(self.min, st["min"])
+        self.max = np.maximum(self.max, st["max"])
+
+    def to_json(self) -> dict[str, list]:
+        mean = self.sum / max(self.n, 1)
+        std = np.sqrt(np.maximum(self.sumsq / max(self.n, 1) - mean**2, 0.0))
+        return {"min": self.min.tolist(), "max": self.max.tolist(), "mean": mean.tolist(), "std": std.tolist(),
+                "count": [self.n]}
+
+
+def _only_leftovers(root: Path) -> bool:
+    """True if every file under `root` is a temp file of an interrupted write (or there are none)."""
+    return all(p.name.startswith(".") and p.name.endswith(".tmp") for p in root.rglob("*") if not p.is_dir())
+
+
+def _vector_column(x: np.ndarray, dim: int) -> pa.Array:
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), dim)
+    offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * dim)
+    return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1), type=pa.float32()))
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+class DatasetWriter:
+    """Appends episodes to the dataset at `root`, creating it or resuming it (the schema must match).
+
+    Use as a context manager; `add` returns the new episode's index. Only one writer may hold a dataset.
+    """
+
+    def __init__(self, root: str | Path, *, fps: int, image_size: int | tuple[int, int], action_dim: int,
+                 proprio_dim: int, state_dim: int, embodiment: str, action_low: list[float] | None = None,
+                 action_high: list[float] | None = None):
+        self.root = Path(root)
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.schema = dict(fps=int(fps), image_size=(int(h), int(w)), action_dim=int(action_dim),
+                           proprio_dim=int(proprio_dim), state_dim=int(state_dim), embodiment=str(embodiment),
+                           action_low=None if action_low is None else [float(v) for v in action_low],
+                           action_high=None if action_high is None else [float(v) for v in action_high])
+        if self.schema["action_dim"] < 1 or self.schema["proprio_dim"] < 0 or self.schema["state_dim"] < 0:
+            raise DatasetError(f"invalid dataset schema {self.schema}: action_dim must be >= 1, other dims >= 0")
+        self._lock_fd: int | None = None
+        self._closed = False
+
+        if self.root.exists() and not self.root.is_dir():
+            raise DatasetError(f"{self.root} is a file, not a directory; choose a new --out directory")
+        if (self.root / INFO_PATH).is_file():
+            self.info = read_info(self.root)
+            bad = schema_mismatches(self.info, self.schema)
+            if bad:
+                raise DatasetError(f"dataset {self.root} has " + "; ".join(bad)
+                                   + ". Use a new --out directory (datasets are never overwritten).")
+        elif self.root.is_dir() and not _only_leftovers(self.root):
+            raise DatasetError(f"{self.root} exists, is not empty and is not a flexwm dataset (no {INFO_PATH}); "
+                               "choose a new --out directory")
+        else:
+            self.info = make_info(**self.schema)
+        self._check_writable()
+        self._lock()
+        try:
+            self._resume()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- set-up --------------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        """Load counters, tasks and running stats from meta/episodes; remove orphans; refresh derived files."""
+        rows = read_episode_rows(self.root, self.info)
+        self._n = len(rows)
+        self._frames = int(rows[-1]["dataset_to_index"]) if rows else 0
+        self._tasks = {t: k for k, t in enumerate(task_list_of(rows))}
+        s = self.schema
+        dims = {ACTION_KEY: s["action_dim"], STATE_KEY: s["proprio_dim"], ENV_STATE_KEY: s["state_dim"]}
+        self._stats = {key: RunningStats(dims[key]) for key in STATS_KEYS}
+        for r in rows:
+            for key in STATS_KEYS:
+                self._stats[key].add({name: r[f"stats/{key}/{name}"] for name in STAT_NAMES})
+        for f in find_orphans(self.root, self._n, int(self.info["chunks_size"])):
+            f.unlink(missing_ok=True)
+        self._write_meta(tasks_changed=True)
+
+    def _check_writable(self) -> None:
+        try:
+            (self.root / "meta").mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=self.root / "meta")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise DatasetError(f"cannot write to dataset directory {self.root} ({e.strerror or e}); choose a "
+                               "writable --out directory or fix its permissions") from e
+
+    def _lock(self) -> None:
+        fd = os.open(self.root / "meta", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DatasetError(f"another process is writing to {self.root}; wait for it to finish or write to a "
+                               "new --out directory") from None
+        self._lock_fd = fd
+
+    # ---- writing -------------------------------------------------------------------------------------------
+    def add(self, episode: Episode) -> int:
+        """Store one complete episode; returns its episode_index."""
+        if self._closed:
+            raise DatasetError(f"the writer for {self.root} is closed")
+        self._check_episode(episode)
+        i, T, chunk_size = self._n, episode.length, int(self.info["chunks_size"])
+        chunk, file = chunk_file(i, chunk_size)
+        task = episode.meta.instruction
+        task_index = self._tasks.get(task, len(self._tasks))
+        start = self._frames
+        s = self.schema
+
+        table = pa.table({
+            STATE_KEY: _vector_column(episode.proprio, s["proprio_dim"]),
+            ENV_STATE_KEY: _vector_column(episode.state, s["state_dim"]),
+            ACTION_KEY: _vector_column(episode.actions, s["action_dim"]),
+            SUCCESS_KEY: pa.array(np.asarray(episode.success, dtype=bool)),
+            "timestamp": pa.array(np.arange(T, dtype=np.float32) / np.float32(s["fps"])),
+            "frame_index": pa.array(np.arange(T, dtype=np.int64)),
+            "episode_index": pa.array(np.full(T, i, dtype=np.int64)),
+            "index": pa.array(np.arange(start, start + T, dtype=np.int64)),
+            "task_index": pa.array(np.full(T, task_index, dtype=np.int64)),
+        }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"]))
+        atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy"))
+        atomic_write(video_path(self.root, chunk, file), lambda p: encode_video(episode.frames, p, s["fps"]))
+        if task not in self._tasks:
+            atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table([*self._tasks, task]), p))
+
+        stats = {ACTION_KEY: array_stats(episode.actions), STATE_KEY: array_stats(episode.proprio),
+                 ENV_STATE_KEY: array_stats(episode.state)}
+        m = episode.meta
+        row = {
+            "episode_index": i, "tasks": [task], "length": T,
+            "data/chunk_index": chunk, "data/file_index": file,
+            "dataset_from_index": start, "dataset_to_index": start + T,
+            f"videos/{VIDEO_KEY}/chunk_index": chunk, f"videos/{VIDEO_KEY}/file_index": file,
+            f"videos/{VIDEO_KEY}/from_timestamp": 0.0, f"videos/{VIDEO_KEY}/to_timestamp": T / s["fps"],
+            "meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file,
+            **{f"stats/{key}/{name}": v for key, st in stats.items() for name, v in st.items()},
+            "outcome": m.outcome, "source": m.source, "noise": float(m.noise), "embodiment": m.embodiment,
+            "env_task": m.task, "instruction": m.instruction, "seed": int(m.seed),
+            EXTRA_COLUMN: json.dumps(m.extra, sort_keys=True, default=_json_default),
+        }
+        meta_table = pa.Table.from_pylist([row], schema=episodes_schema())
+        atomic_write(episode_meta_path(self.root, chunk, file), lambda p: pq.write_table(meta_table, p))
+
+        # the episode is now visible; bring the derived files up to date
+        new_task = task not in self._tasks
+        self._tasks.setdefault(task, task_index)
+        self._n += 1
+        self._frames += T
+        for key, st in stats.items():
+            self._stats[key].add(st)
+        self._write_meta(tasks_changed=new_task)
+        return i
+
+    def _check_episode(self, ep: Episode) -> None:
+        s = self.schema
+        if not isinstance(ep, Episode):
+            raise DatasetError(f"DatasetWriter.add expects an Episode, got {type(ep).__name__}")
+        T = ep.length
+        want = {"frames": (T, *s["image_size"], 3), "actions": (T, s["action_dim"]),
+                "proprio": (T, s["proprio_dim"]), "state": (T, s["state_dim"]), "success": (T,)}
+        bad = [f"{k} has shape {tuple(np.shape(getattr(ep, k)))}, expected {v}" for k, v in want.items()
+               if tuple(np.shape(getattr(ep, k))) != v]
+        if ep.fps != s["fps"]:
+            bad.append(f"fps is {ep.fps}, expected {s['fps']}")
+        if ep.meta.embodiment != s["embodiment"]:
+            bad.append(f"embodiment is {ep.meta.embodiment!r}, expected {s['embodiment']!r}")
+        for k in ("actions", "proprio", "state"):
+            if not bad and not np.all(np.isfinite(getattr(ep, k))):
+                bad.append(f"{k} has NaN/inf values")
+        if bad:
+            raise DatasetError(f"episode ({ep.meta.embodiment}/{ep.meta.task}, seed {ep.meta.seed}) does not fit "
+                               f"dataset {self.root}: " + "; ".join(bad))
+
+    def _write_meta(self, tasks_changed: bool) -> None:
+        if tasks_changed and self._tasks:
+            atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table(list(self._tasks)), p))
+        atomic_write_json(self.root / INFO_PATH, with_totals(self.info, self._n, self._frames, len(self._tasks)))
+        atomic_write_json(self.root / STATS_PATH, {k: st.to_json() for k, st in self._stats.items() if st.n})
+
+    # ---- lifetime ------------------------------------------------------------------------------------------
+    @property
+    def num_episodes(self) -> int:
+        return self._n
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            self.close()

@@ -1,0 +1,1 @@
+"""World models: the flexible transformer, flow matching, and the interface planners depend on."""
