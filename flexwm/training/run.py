@@ -1,0 +1,334 @@
+"""Training the flexible world model from datasets: the runner behind `flexwm train`.
+
+    datasets -> frame tokenizer (trained here or reused) -> latent caches (memory-mapped) -> instruction
+    embeddings (cached per string) -> window index -> Trainer(FlexWorldModel, flex_loss)
+
+Everything the run needs is saved in the run directory, so `--resume` continues after a crash and evaluation
+can rebuild the exact model, tokenizer and text encoder:
+
+    RUN/run_config.json        the fully resolved RunConfig
+    RUN/tokenizer/             model.safetensors + config.json of the frame tokenizer
+    RUN/latents/ds{i}/         latent cache of dataset i (sharded .npy + manifest.json)
+    RUN/text_cache.safetensors instruction embeddings
+    RUN/split.json             held-out episodes per dataset (never trained on)
+    RUN/checkpoints/step-*/    world-model checkpoints (config.json there is this run config)
+    RUN/metrics.jsonl          training curves
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flexwm.config import field, from_dict, to_dict, validate
+from flexwm.errors import ConfigError, DatasetError
+from flexwm.io import atomic_write_json
+from flexwm.metrics import MetricsLogger
+from flexwm.models import flow
+from flexwm.models import text as text_mod
+from flexwm.models import tokenizer as tok_mod
+from flexwm.models import world_model as wm_mod
+from flexwm.training.checkpoint import find_latest
+from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
+
+OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2}
+
+
+@dataclass
+class RunConfig:
+    preset: str = field("cpu", choices=("tiny", "cpu", "gpu"))
+    data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
+    seed: int = 0
+    device: str = "cpu"
+    tokenizer: tok_mod.TokenizerConfig = field(default_factory=lambda: tok_mod.preset("cpu"))
+    tokenizer_path: str | None = field(None, help="reuse a trained tokenizer directory instead of training one")
+    tokenizer_steps: int = field(3000, ge=0)
+    tokenizer_batch: int = field(64, ge=1)
+    tokenizer_max_seconds: float | None = field(None, help="time bound for tokenizer training")
+    text: text_mod.TextEncoderConfig = field(default_factory=lambda: text_mod.preset("cpu"))
+    model: wm_mod.WorldModelConfig = field(default_factory=lambda: wm_mod.preset("cpu"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    paraphrase_prob: float = field(0.5, ge=0.0, le=1.0, help="P(a success window uses a training paraphrase)")
+    heldout_every: int = field(10, ge=2, help="every k-th episode of each dataset is held out (0-based k-1)")
+    window_stride: int = field(1, ge=1, help="step between window start times")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(tokenizer=dataclasses.asdict(tok_mod.preset("tiny")), tokenizer_steps=60, tokenizer_batch=32,
+                 text=dataclasses.asdict(text_mod.preset("tiny")), model=dataclasses.asdict(wm_mod.preset("tiny")),
+                 train=dict(steps=30, batch_size=16, lr=1e-3, warmup_steps=5, ckpt_every=10, log_every=5,
+                            ema_decay=0.9)),
+    "cpu": dict(tokenizer=dataclasses.asdict(tok_mod.preset("cpu")), tokenizer_steps=3000,
+                tokenizer_max_seconds=480.0, text=dataclasses.asdict(text_mod.preset("cpu")),
+                model=dataclasses.asdict(wm_mod.preset("cpu")),
+                train=dict(steps=4000, batch_size=32, lr=5e-4, warmup_steps=200, ckpt_every=250, log_every=25,
+                           ema_decay=0.999)),
+    "gpu": dict(tokenizer=dataclasses.asdict(tok_mod.preset("gpu")), tokenizer_steps=20000, tokenizer_batch=256,
+                text=dataclasses.asdict(text_mod.preset("gpu")), model=dataclasses.asdict(wm_mod.preset("gpu")),
+                device="cuda", train=dict(steps=50000, batch_size=256, lr=3e-4, warmup_steps=1000,
+                                          ckpt_every=2000, log_every=100, amp="bf16", device="cuda")),
+}
+
+
+def preset(name: str, **overrides: Any) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    merged = {**PRESETS[name], "preset": name}
+    for k, v in overrides.items():
+        merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return from_dict(RunConfig, merged)
+
+
+# ---- data preparation --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything the batch function needs, held in memory (latents stay memory-mapped)."""
+
+    datasets: list
+    caches: list
+    columns: list[list[dict[str, np.ndarray]]]  # [dataset][episode] -> action/proprio/success arrays
+    index: np.ndarray  # (N, 3) (dataset, episode, t) training windows
+    text_table: torch.Tensor  # (K, 384) embeddings of every instruction / paraphrase
+    text_rows: list[list[list[int]]]  # [dataset][episode] -> candidate rows of text_table ([] = none)
+    heldout: list[list[int]]
+
+
+def _split(n_episodes: int, every: int) -> tuple[list[int], list[int]]:
+    held = [i for i in range(n_episodes) if i % every == every - 1]
+    return [i for i in range(n_episodes) if i % every != every - 1], held
+
+
+def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepared, Any, Any]:
+    from flexwm.data import FlexDataset
+    from flexwm.envs.instructions import paraphrases
+    from flexwm.models.latent_cache import build_latent_cache
+
+    if not cfg.data:
+        raise ConfigError("no training data: pass --data DIR (one or more dataset directories)")
+    datasets = [FlexDataset(d) for d in cfg.data]
+    for d, ds in zip(cfg.data, datasets):
+        if len(ds) == 0:
+            raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")
+    splits = [_split(len(ds), cfg.heldout_every) for ds in datasets]
+
+    if cfg.model.variant == "wam-only":
+        n_succ = sum(ep["outcome"] == "success" for ds, (tr, _) in zip(datasets, splits) for i, ep in
+                     enumerate(ds.episodes) if i in set(tr))
+        if n_succ == 0:
+            raise DatasetError("the wam-only variant trains on successes only, but the training episodes of "
+                               f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert)")
+
+    # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
+    tok_dir = Path(cfg.tokenizer_path) if cfg.tokenizer_path else run_dir / "tokenizer"
+    if (tok_dir / "model.safetensors").exists():
+        tokenizer = tok_mod.ConvAutoencoder.from_pretrained(tok_dir)
+    elif cfg.tokenizer_path:
+        raise ConfigError(f"tokenizer_path {tok_dir} holds no model.safetensors")
+    else:
+        episodes = [ds.load_episode(i).frames for ds, (tr, _) in zip(datasets, splits) for i in tr]
+        tokenizer, _ = tok_mod.train_tokenizer(np.concatenate(episodes), cfg.tokenizer, steps=cfg.tokenizer_steps,
+                                               batch_size=cfg.tokenizer_batch, device=cfg.device, seed=cfg.seed,
+                                               max_seconds=cfg.tokenizer_max_seconds, progress=progress)
+        tokenizer.save_pretrained(tok_dir)
+    tokenizer = tokenizer.to(cfg.device).eval()
+    latent_shape = tuple(tokenizer.latent_shape(datasets[0].image_size))
+    if tuple(cfg.model.latent_shape) != latent_shape:
+        raise ConfigError(f"model.latent_shape {tuple(cfg.model.latent_shape)} does not match the tokenizer's "
+                          f"latents {latent_shape}; set model.latent_shape={list(latent_shape)}")
+    caches = [build_latent_cache(ds, tokenizer, run_dir / "latents" / f"ds{k}", device=cfg.device, progress=progress)
+              for k, ds in enumerate(datasets)]
+
+    # non-video columns, instruction candidates and the window index
+    text_enc = text_mod.make_text_encoder(cfg.text, cache_path=run_dir / "text_cache.safetensors")
+    strings: dict[str, int] = {}
+
+    def row(s: str) -> int:
+        return strings.setdefault(s, len(strings))
+
+    columns, text_rows, index = [], [], []
+    for k, (ds, (train_eps, _)) in enumerate(zip(datasets, splits)):
+        cols_k, rows_k = [], []
+        for i, ep in enumerate(ds.episodes):
+            c = ds.load_columns(i)
+            cols_k.append({"action": c["action"], "proprio": c["observation.state"], "success": c["next.success"]})
+            instr = ep["instruction"]
+            cands: list[int] = []
+            if instr:
+                cands = [row(instr)]
+                if ep["outcome"] == "success" and cfg.paraphrase_prob > 0:
+                    try:
+                        cands += [row(p) for p in paraphrases(ep["env_task"], "train") if p != instr]
+                    except Exception:  # a task without paraphrases (e.g. a dataset from elsewhere)
+                        pass
+            rows_k.append(cands)
+        columns.append(cols_k)
+        text_rows.append(rows_k)
+        for i in train_eps:
+            T = len(cols_k[i]["action"])
+            for t in range(0, max(T - 1, 0), cfg.window_stride):  # pad_end: the last windows are masked
+                index.append((k, i, t))
+    if not index:
+        raise DatasetError(f"no training windows in {cfg.data}: episodes are too short or all held out")
+    text_table = text_enc.embed(list(strings)) if strings else torch.zeros(0, cfg.model.text_dim)
+    if hasattr(text_enc, "save_cache"):
+        text_enc.save_cache()
+    prep = Prepared(datasets=datasets, caches=caches, columns=columns, index=np.asarray(index, dtype=np.int64),
+                    text_table=text_table, text_rows=text_rows, heldout=[held for _, held in splits])
+    return prep, tokenizer, text_enc
+
+
+def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
+    """indices -> list of per-embodiment sub-batches (each a flex_loss batch dict)."""
+    from flexwm.models.latent_cache import get_windows
+
+    mcfg = cfg.model
+    H, C, S = mcfg.action_horizon, mcfg.context_frames, mcfg.frame_stride
+    rng = np.random.default_rng(cfg.seed + 17)
+    dev = cfg.device
+
+    def one_group(rows: np.ndarray, embodiment: str) -> dict:
+        lat = get_windows(prep.caches, rows, C, H, S)
+        B = len(rows)
+        A = prep.datasets[rows[0, 0]].action_dim
+        actions = np.zeros((B, H, A), np.float32)
+        valid = np.zeros((B, H), bool)
+        proprio = np.zeros((B, prep.datasets[rows[0, 0]].proprio_dim), np.float32)
+        success = np.zeros(B, np.float32)
+        progress = np.zeros(B, np.float32)
+        text_idx = np.full(B, -1)
+        outcome = []
+        for r, (d, i, t) in enumerate(rows):
+            c = prep.columns[d][i]
+            T = len(c["action"])
+            n = min(H, T - t)
+            actions[r, :n] = c["action"][t : t + n]
+            valid[r, :n] = True
+            proprio[r] = c["proprio"][t]
+            end = min(t + H, T) - 1  # the last action inside the window
+            success[r] = float(c["success"][: end + 1].any())
+            first = np.flatnonzero(c["success"])
+            progress[r] = min(1.0, (end + 1) / (first[0] + 1)) if len(first) else 0.0
+            ep = prep.datasets[d].episodes[i]
+            outcome.append(OUTCOME_CODE[ep["outcome"]])
+            cands = prep.text_rows[d][i]
+            if cands:
+                use_para = len(cands) > 1 and rng.random() < cfg.paraphrase_prob
+                text_idx[r] = cands[rng.integers(1, len(cands))] if use_para else cands[0]
+        has_text = torch.from_numpy(text_idx >= 0)
+        text = torch.zeros(B, mcfg.text_dim)
+        if bool(has_text.any()):
+            text[has_text] = prep.text_table[torch.from_numpy(text_idx[text_idx >= 0])].float()
+        t = lambda x: torch.from_numpy(x).to(dev)  # noqa: E731
+        return {"context": t(lat["context"]), "future": t(lat["future"]), "actions": t(actions), "valid": t(valid),
+                "future_valid": t(lat["valid"]) & t(valid[:, S - 1 :: S]), "proprio": t(proprio),
+                "text": text.to(dev), "has_text": has_text.to(dev), "success": t(success),
+                "progress": t(progress), "outcome": torch.tensor(outcome), "embodiment": embodiment}
+
+    def make_batch(indices: torch.Tensor) -> list[dict]:
+        rows = prep.index[indices.numpy()]
+        embs = np.array([prep.datasets[d].embodiment for d in rows[:, 0]])
+        return [one_group(rows[embs == e], str(e)) for e in sorted(set(embs.tolist()))]
+
+    return make_batch
+
+
+def loss_fn(net: torch.nn.Module, groups: list[dict], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """flex_loss summed over per-embodiment groups, weighted by group size (= the mean over the batch)."""
+    model = getattr(net, "module", net)
+    total = sum(len(g["outcome"]) for g in groups)
+    loss, metrics = 0.0, {}
+    for g in groups:
+        modes = flow.sample_modes(len(g["outcome"]), g["outcome"], model.cfg, generator)
+        lg, mg = flow.flex_loss(_Forward(net, model), g, modes, generator)
+        w = len(g["outcome"]) / total
+        loss = loss + w * lg
+        for k, v in mg.items():
+            metrics[k] = metrics.get(k, 0.0) + (w * v if k.startswith("loss") else v)
+    return loss, metrics
+
+
+class _Forward:
+    """Calls go through the (possibly DDP-wrapped) net so gradients are synchronised; attributes come from the
+    underlying model."""
+
+    def __init__(self, net: torch.nn.Module, model: torch.nn.Module):
+        self._net, self._model = net, model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._net(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+# ---- the run -----------------------------------------------------------------------------------------------
+
+
+def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, RunConfig]:
+    """A model whose embodiments and action/proprio statistics come from the datasets."""
+    embodiments: dict[str, dict[str, int]] = {}
+    for ds in prep.datasets:
+        spec = {"action_dim": ds.action_dim, "proprio_dim": ds.proprio_dim}
+        if embodiments.setdefault(ds.embodiment, spec) != spec:
+            raise DatasetError(f"datasets disagree on embodiment {ds.embodiment!r}: {embodiments[ds.embodiment]} "
+                               f"vs {spec}; give each embodiment its own name")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embodiments=embodiments))
+    validate(cfg)
+    torch.manual_seed(cfg.seed)
+    model = wm_mod.FlexWorldModel(cfg.model)
+    for emb in embodiments:
+        acts = np.concatenate([c["action"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
+                               for c in cols])
+        prop = np.concatenate([c["proprio"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
+                               for c in cols])
+        lo, hi = np.percentile(acts, 0.5, axis=0), np.percentile(acts, 99.5, axis=0)
+        model.set_action_stats(emb, lo, np.maximum(hi, lo + 1e-3))
+        model.set_proprio_stats(emb, prop.mean(0), prop.std(0) + 1e-3)
+    return model, cfg
+
+
+def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
+    saved = run_dir / "run_config.json"
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        new = to_dict(cfg)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "train")
+        if diff:
+            raise ConfigError(f"{run_dir} was started with a different config (keys {diff} differ); resume with the "
+                              "same settings or choose a new --out")
+
+
+def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+                      until: int | None = None) -> Path:
+    """Run (or resume) a training run. Returns the final checkpoint directory."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.glob("checkpoints/step-*")) and not resume:
+        raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rank, world, _ = ddp_setup(cfg.train.device)
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the caches; the others then load them
+    prep, _, _ = prepare(cfg, run_dir, progress=progress and rank == 0)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+    model, cfg = build_model(cfg, prep)
+    if resume:
+        check_resume_config(run_dir, cfg)
+    if rank == 0:
+        atomic_write_json(run_dir / "run_config.json", to_dict(cfg))
+        atomic_write_json(run_dir / "split.json", {"data": cfg.data, "heldout": prep.heldout})
+    trainer = Trainer(model, loss_fn, make_batch_fn(prep, cfg), len(prep.index), cfg.train, run_dir, to_dict(cfg),
+                      progress=progress)
+    if resume:
+        trainer.resume()
+    with MetricsLogger(run_dir / "metrics.jsonl") as logger:
+        trainer.fit(logger, until=until)
+    return find_latest(run_dir) or run_dir
