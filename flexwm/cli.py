@@ -103,6 +103,37 @@ def data_verify(root: Path = typer.Argument(..., help="dataset directory")) -> N
 
 
 @app.command()
+def train(
+    data: list[Path] = typer.Option(..., help="dataset directory (repeat --data for several)"),
+    out: Path = typer.Option(..., help="run directory"),
+    preset: str = typer.Option("cpu", help="tiny | cpu | gpu"),
+    variant: str = typer.Option("flexible", help="flexible | wam-only | ac-only"),
+    config: Optional[Path] = typer.Option(None, help="JSON/YAML file with RunConfig fields"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=500 (repeatable)"),
+    steps: Optional[int] = typer.Option(None, help="shortcut for --set train.steps=N"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+) -> None:
+    """Train the flexible world model (or an ablation variant) on one or more datasets."""
+    import yaml
+
+    from flexwm.config import apply_overrides, to_dict
+    from flexwm.training.run import RunConfig, preset as run_preset, train_world_model
+
+    overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant}}
+    if config is not None:
+        file_cfg = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(file_cfg, dict):
+            raise FlexWMError(f"{config} must hold a mapping of RunConfig fields")
+        overrides = {**file_cfg, **overrides, "model": {**file_cfg.get("model", {}), "variant": variant}}
+    cfg: RunConfig = run_preset(preset, **overrides)
+    extra = list(set_) + ([f"train.steps={steps}"] if steps is not None else [])
+    if extra:
+        cfg = apply_overrides(cfg, extra)
+    path = train_world_model(cfg, out, resume=resume)
+    _echo_json({"checkpoint": str(path), "steps": to_dict(cfg)["train"]["steps"], "out": str(out)})
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          episodes: int = typer.Option(4, help="episodes per task and source"),
          workers: int = typer.Option(2, help="worker processes")) -> None:

@@ -99,6 +99,7 @@ class Prepared:
     text_table: torch.Tensor  # (K, 384) embeddings of every instruction / paraphrase
     text_rows: list[list[list[int]]]  # [dataset][episode] -> candidate rows of text_table ([] = none)
     heldout: list[list[int]]
+    latent_shape: tuple[int, int, int]  # from the tokenizer at the datasets' image size
 
 
 def _split(n_episodes: int, every: int) -> tuple[list[int], list[int]]:
@@ -106,9 +107,19 @@ def _split(n_episodes: int, every: int) -> tuple[list[int], list[int]]:
     return [i for i in range(n_episodes) if i % every != every - 1], held
 
 
+def _train_paraphrases(task: str) -> list[str]:
+    """Training paraphrases of a known task; none for a task flexwm has no instructions for."""
+    from flexwm.envs.instructions import paraphrases
+    from flexwm.errors import EnvError
+
+    try:
+        return paraphrases(task, "train")
+    except EnvError:
+        return []
+
+
 def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepared, Any, Any]:
     from flexwm.data import FlexDataset
-    from flexwm.envs.instructions import paraphrases
     from flexwm.models.latent_cache import build_latent_cache
 
     if not cfg.data:
@@ -139,10 +150,6 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
                                                max_seconds=cfg.tokenizer_max_seconds, progress=progress)
         tokenizer.save_pretrained(tok_dir)
     tokenizer = tokenizer.to(cfg.device).eval()
-    latent_shape = tuple(tokenizer.latent_shape(datasets[0].image_size))
-    if tuple(cfg.model.latent_shape) != latent_shape:
-        raise ConfigError(f"model.latent_shape {tuple(cfg.model.latent_shape)} does not match the tokenizer's "
-                          f"latents {latent_shape}; set model.latent_shape={list(latent_shape)}")
     caches = [build_latent_cache(ds, tokenizer, run_dir / "latents" / f"ds{k}", device=cfg.device, progress=progress)
               for k, ds in enumerate(datasets)]
 
@@ -164,10 +171,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
             if instr:
                 cands = [row(instr)]
                 if ep["outcome"] == "success" and cfg.paraphrase_prob > 0:
-                    try:
-                        cands += [row(p) for p in paraphrases(ep["env_task"], "train") if p != instr]
-                    except Exception:  # a task without paraphrases (e.g. a dataset from elsewhere)
-                        pass
+                    cands += [row(p) for p in _train_paraphrases(ep["env_task"]) if p != instr]
             rows_k.append(cands)
         columns.append(cols_k)
         text_rows.append(rows_k)
@@ -181,7 +185,8 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
     if hasattr(text_enc, "save_cache"):
         text_enc.save_cache()
     prep = Prepared(datasets=datasets, caches=caches, columns=columns, index=np.asarray(index, dtype=np.int64),
-                    text_table=text_table, text_rows=text_rows, heldout=[held for _, held in splits])
+                    text_table=text_table, text_rows=text_rows, heldout=[held for _, held in splits],
+                    latent_shape=tuple(caches[0].latent_shape))
     return prep, tokenizer, text_enc
 
 
@@ -280,7 +285,12 @@ def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, 
         if embodiments.setdefault(ds.embodiment, spec) != spec:
             raise DatasetError(f"datasets disagree on embodiment {ds.embodiment!r}: {embodiments[ds.embodiment]} "
                                f"vs {spec}; give each embodiment its own name")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embodiments=embodiments))
+    sizes = {tuple(ds.image_size) for ds in prep.datasets}
+    if len(sizes) > 1:
+        raise DatasetError(f"datasets {cfg.data} have different image sizes {sorted(sizes)}; collect them with "
+                           "the same --image-size to train one model")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, embodiments=embodiments,
+                                                             latent_shape=prep.latent_shape))
     validate(cfg)
     torch.manual_seed(cfg.seed)
     model = wm_mod.FlexWorldModel(cfg.model)
