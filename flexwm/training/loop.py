@@ -219,8 +219,8 @@ class Trainer:
             if logger is not None and self.rank == 0 and (self.step % self.cfg.log_every == 0 or
                                                           self.step == self.cfg.steps):
                 elapsed = time.perf_counter() - t0
-                logger.log(self.step, loss=loss, lr=self.scheduler.get_last_lr()[0], **metrics,
-                           samples_per_s=len(losses) * self.cfg.batch_size / max(elapsed, 1e-9))
+                logger.log(self.step, **{**metrics, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                           "samples_per_s": len(losses) * self.cfg.batch_size / max(elapsed, 1e-9)})
             if on_step is not None:
                 on_step(self.step, loss, metrics)
             if self.step % self.cfg.ckpt_every == 0 or self.step == end:

@@ -309,7 +309,7 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
     saved = run_dir / "run_config.json"
     if saved.exists():
         old = json.loads(saved.read_text())
-        new = to_dict(cfg)
+        new = json.loads(json.dumps(to_dict(cfg)))  # tuples -> lists, as stored
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "train")
         if diff:
             raise ConfigError(f"{run_dir} was started with a different config (keys {diff} differ); resume with the "
