@@ -1,0 +1,140 @@
+"""Simulator adapters (Meta-World, PushT) and data-collection policies behind one small interface.
+
+    env = make_env("metaworld", "door-open-v3", image_size=(64, 64))
+    policy = make_policy("noisy", env, noise=0.3, seed=0)
+    episode = run_episode(env, policy, seed=0, source="noisy", noise=0.3)
+
+Simulators are imported lazily: `import flexwm.envs` needs neither mujoco nor pygame.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from flexwm.envs.base import Observation, RobotEnv, ScriptedPolicy, StepResult
+from flexwm.envs.instructions import PLAY_INSTRUCTION, canonical_instruction, paraphrases
+from flexwm.errors import EnvError
+
+__all__ = [
+    "ENVS", "AVDC_TASKS", "list_tasks", "make_env", "make_policy", "run_episode",
+    "RobotEnv", "ScriptedPolicy", "Observation", "StepResult",
+    "canonical_instruction", "paraphrases", "PLAY_INSTRUCTION",
+]
+
+ENVS: tuple[str, ...] = ("metaworld", "pusht")
+
+# the 11 Meta-World tasks used by AVDC ("Learning to Act from Actionless Videos through Dense Correspondences")
+AVDC_TASKS: tuple[str, ...] = (
+    "door-open-v3", "door-close-v3", "basketball-v3", "shelf-place-v3", "button-press-v3",
+    "button-press-topdown-v3", "faucet-close-v3", "faucet-open-v3", "handle-press-v3", "hammer-v3", "assembly-v3",
+)
+
+Source = Literal["expert", "noisy", "play"]
+
+
+def _check_env(env: str) -> None:
+    if env not in ENVS:
+        raise EnvError(f"unknown simulator {env!r}; choose one of {list(ENVS)}")
+
+
+def list_tasks(env: str) -> list[str]:
+    """Task names of a simulator."""
+    _check_env(env)
+    if env == "metaworld":
+        from flexwm.envs.metaworld import metaworld_tasks
+
+        return metaworld_tasks()
+    return ["pusht"]
+
+
+def make_env(env: str, task: str, image_size: tuple[int, int] = (64, 64), camera: str | None = None,
+             max_episode_steps: int | None = None, fast_render: bool = True) -> RobotEnv:
+    """Build the adapter for `task` of simulator `env`. None = the adapter's default (camera, episode length)."""
+    _check_env(env)
+    if env == "metaworld":
+        from flexwm.envs.metaworld import MetaWorldEnv
+
+        kw = {}
+        if camera is not None:
+            kw["camera"] = camera
+        if max_episode_steps is not None:
+            kw["max_episode_steps"] = max_episode_steps
+        return MetaWorldEnv(task, image_size=image_size, fast_render=fast_render, **kw)
+    from flexwm.envs.pusht import PushTEnv
+
+    if task != "pusht":
+        raise EnvError(f"unknown pusht task {task!r}; the only task is 'pusht'")
+    if camera is not None:
+        raise EnvError("pusht has a single top-down view; leave camera unset (None)")
+    return PushTEnv(image_size=image_size, **({} if max_episode_steps is None else
+                                                {"max_episode_steps": max_episode_steps}))
+
+
+def make_expert(env: RobotEnv) -> ScriptedPolicy:
+    """The scripted expert for the task of `env`."""
+    from flexwm.envs.policies import MetaWorldExpert, PushTExpert
+
+    if env.embodiment == "sawyer":
+        return MetaWorldExpert(env.task)
+    if env.embodiment == "pusht":
+        return PushTExpert()
+    raise EnvError(f"no scripted expert for embodiment {env.embodiment!r}")
+
+
+def make_policy(source: Source, env: RobotEnv, noise: float = 0.0, seed: int = 0) -> ScriptedPolicy:
+    """A data-collection policy for `env`: the scripted expert, the expert with action noise, or task-free play."""
+    from flexwm.envs.policies import NoisyPolicy, PlayPolicy
+
+    if source == "expert":
+        return make_expert(env)
+    if source == "noisy":
+        return NoisyPolicy(make_expert(env), noise=noise, action_space=env.action_space, seed=seed)
+    if source == "play":
+        return PlayPolicy(env.embodiment, env.action_space, seed=seed)
+    raise EnvError(f"unknown policy source {source!r}; choose 'expert', 'noisy' or 'play'")
+
+
+def run_episode(env: RobotEnv, policy: ScriptedPolicy, seed: int, max_steps: int | None = None,
+                source: Source = "expert", noise: float = 0.0):
+    """Run one episode from `env.reset(seed)` and record it.
+
+    Row t holds the observation at t, the action taken at t (as executed: clipped to the action space) and the
+    success flag after that action. The episode ends when the env says done (time limit, or success if the env
+    terminates on success) or after `max_steps` steps. Meta: outcome "play" for play, else "success" if any
+    step succeeded, else "failure"; the instruction is the canonical one, or "" for play.
+    """
+    from flexwm.data.episode import Episode, EpisodeMeta
+
+    if source not in ("expert", "noisy", "play"):
+        raise EnvError(f"unknown policy source {source!r}; choose 'expert', 'noisy' or 'play'")
+    if max_steps is not None and max_steps < 1:
+        raise EnvError(f"max_steps must be >= 1, got {max_steps}")
+    obs = env.reset(seed)
+    policy.reset(seed)
+    frames, proprio, actions, success, states = [], [], [], [], []
+    limit = env.max_episode_steps if max_steps is None else int(max_steps)
+    for _ in range(limit):
+        state = env.privileged_state()
+        action = env.check_action(policy.act(obs, state))
+        result = env.step(action)
+        frames.append(obs.image)
+        proprio.append(obs.proprio)
+        actions.append(action)
+        success.append(result.success)
+        states.append(state)
+        obs = result.observation
+        if result.done:
+            break
+    any_success = bool(np.any(success))
+    meta = EpisodeMeta(
+        embodiment=env.embodiment, task=env.task,
+        instruction=PLAY_INSTRUCTION if source == "play" else env.instruction,
+        outcome="play" if source == "play" else ("success" if any_success else "failure"),
+        source=source, noise=float(noise), seed=int(seed),
+        extra={"any_success": any_success} if source == "play" else {},
+    )
+    return Episode(frames=np.stack(frames).astype(np.uint8), proprio=np.stack(proprio).astype(np.float32),
+                   actions=np.stack(actions).astype(np.float32), success=np.asarray(success, dtype=bool),
+                   state=np.stack(states).astype(np.float32), meta=meta, fps=env.fps)
