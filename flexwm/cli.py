@@ -108,16 +108,17 @@ def train(
     out: Path = typer.Option(..., help="run directory"),
     preset: str = typer.Option("cpu", help="tiny | cpu | gpu"),
     variant: str = typer.Option("flexible", help="flexible | wam-only | ac-only"),
-    config: Optional[Path] = typer.Option(None, help="JSON/YAML file with RunConfig fields"),
+    config: Path | None = typer.Option(None, help="JSON/YAML file with RunConfig fields"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=500 (repeatable)"),
-    steps: Optional[int] = typer.Option(None, help="shortcut for --set train.steps=N"),
+    steps: int | None = typer.Option(None, help="shortcut for --set train.steps=N"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
     import yaml
 
     from flexwm.config import apply_overrides, to_dict
-    from flexwm.training.run import RunConfig, preset as run_preset, train_world_model
+    from flexwm.training.run import RunConfig, train_world_model
+    from flexwm.training.run import preset as run_preset
 
     overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant}}
     if config is not None:
