@@ -6,9 +6,10 @@ Layout of a cache directory:
     shard-00001-<key>.npy   episodes [E, 2E) ...
     manifest.json           written last: fingerprints, latent shape, dtype, and per episode (shard, offset, length)
 
-Every file is written atomically. `<key>` hashes the tokenizer and dataset fingerprints and the shard's
-episode range, so a shard file that exists is complete and belongs to this (dataset, tokenizer): an
-interrupted build resumes by skipping the shards already there. A manifest whose fingerprints do not match
+Every file is written atomically. `<key>` hashes the tokenizer fingerprint, latent shape, dtype and the
+shard's episodes (range, lengths, metadata), so a shard file that exists is complete and holds exactly these
+latents: an interrupted build resumes by skipping the shards already there, and after episodes are appended
+to a dataset only the shards that changed are encoded again. A manifest whose fingerprints do not match
 the given dataset/tokenizer is rebuilt (or, with `on_mismatch="error"`, reported).
 
 `LatentCache(cache_dir)` opens shards memory-mapped on first use: `episode(i)` is a zero-copy (T, c, h, w)
@@ -18,6 +19,7 @@ can be trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -102,6 +104,8 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
     """
     if episodes_per_shard < 1 or batch_size < 1:
         raise ValueError(f"episodes_per_shard and batch_size must be >= 1, got {episodes_per_shard}, {batch_size}")
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"latent cache dtype must be 'float16' or 'float32', got {dtype!r}")
     cache_dir = Path(cache_dir)
     np_dtype = np.dtype(dtype)
     if device is not None:
@@ -119,7 +123,10 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
             old = json.loads(manifest_path.read_text())
         except ValueError:
             old = {}
-        problems = _mismatches(old, tok_fp, ds_info, latent_shape, dtype)
+        try:
+            problems = _mismatches(old, tok_fp, ds_info, latent_shape, dtype)
+        except (KeyError, TypeError):
+            problems = [f"its manifest {manifest_path} is damaged"]
         if not problems and not LatentCache(cache_dir).missing_shards():
             return LatentCache(cache_dir)
         if problems and on_mismatch == "error":
@@ -127,7 +134,8 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
                                + ". Rebuild it (on_mismatch='rebuild') or use another cache_dir.")
         manifest_path.unlink()  # never leave a manifest that points at shards about to be replaced
 
-    key = _sha([tok_fp, ds_info["fingerprint"], latent_shape, dtype])[:10]
+    key = _sha([tok_fp, latent_shape, dtype])
+    metas = list(dataset.episodes)
     n_eps = len(lengths)
     starts = list(range(0, n_eps, episodes_per_shard))
     bar = None
@@ -141,7 +149,8 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
     try:
         for s, first in enumerate(starts):
             last = min(first + episodes_per_shard, n_eps)
-            name = f"shard-{s:05d}-{_sha([key, first, last])[:10]}.npy"
+            # named by what it holds, so shards of unchanged episodes survive an appended dataset
+            name = f"shard-{s:05d}-{_sha([key, first, last, lengths[first:last], metas[first:last]])[:10]}.npy"
             total = sum(lengths[first:last])
             shape = (total, *latent_shape)
             offset = 0
@@ -185,8 +194,6 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
 
 
 def _config_dict(tokenizer: Any) -> Any:
-    import dataclasses
-
     cfg = getattr(tokenizer, "config", None)
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
 
@@ -301,6 +308,10 @@ def get_windows(caches: LatentCache | Sequence[LatentCache], indices: Any, conte
     caches = [caches] if isinstance(caches, LatentCache) else list(caches)
     if horizon % frame_stride:
         raise ValueError(f"horizon {horizon} must be a multiple of frame_stride {frame_stride}")
+    shapes = {c.latent_shape for c in caches}
+    if len(shapes) != 1:
+        raise DatasetError(f"latent caches have different latent shapes {sorted(shapes)}; encode every dataset "
+                           "with the same tokenizer")
     idx = np.asarray(indices, dtype=np.int64).reshape(-1, 3)
     ctx_off = -frame_stride * np.arange(context - 1, -1, -1)
     fut_off = frame_stride * np.arange(1, horizon // frame_stride + 1)

@@ -150,6 +150,16 @@ def test_fingerprint_mismatches(tmp_path, tok):
         LatentCache(tmp_path / "c", dataset=bigger)
 
 
+def test_appended_episodes_reuse_complete_shards(tmp_path, tok):
+    ds = FakeDataset([4, 5, 6])
+    build_latent_cache(ds, tok, tmp_path / "c", episodes_per_shard=2, progress=False)
+    grown = FakeDataset([4, 5, 6, 3])  # same first episodes (same seed), one appended
+    cache = build_latent_cache(grown, tok, tmp_path / "c", episodes_per_shard=2, progress=False)
+    assert grown.loads == [2, 3] and len(cache) == 4  # shard 0 (episodes 0, 1) was reused
+    assert len(list((tmp_path / "c").glob("shard-*.npy"))) == 2
+    np.testing.assert_allclose(cache.episode(3).astype(np.float32), _direct(tok, grown._frames[3]), atol=2e-2)
+
+
 def test_length_mismatch_is_reported(tmp_path, tok):
     ds = FakeDataset([5, 5])
     ds.episodes[1]["length"] = 6
