@@ -83,3 +83,21 @@ def test_refuses_to_overwrite_and_rejects_bad_input(dataset, tmp_path):
         train_world_model(preset("tiny"), tmp_path / "n", progress=False)
     with pytest.raises(DatasetError):
         train_world_model(preset("tiny", data=[str(tmp_path / "missing")]), tmp_path / "m", progress=False)
+
+
+def test_load_run_gives_a_working_world_model(dataset, tmp_path):
+    from flexwm.data import FlexDataset
+    from flexwm.inference import load_run
+
+    train_world_model(_cfg(dataset), tmp_path / "r", progress=False)
+    wm = load_run(tmp_path / "r")
+    ep = FlexDataset(dataset).load_episode(0)
+    with torch.no_grad():
+        state = wm.encode(ep.frames[None, :1], ep.proprio[None, 0])
+        fut = wm.rollout(state, torch.from_numpy(ep.actions[None, :8]), generator=torch.Generator().manual_seed(0))
+        frames = wm.decode(fut)
+        acts, lat = wm.propose(state, "move the square", n=3, generator=torch.Generator().manual_seed(0))
+    assert fut.shape[:2] == (1, 8 // wm.frame_stride) and frames.shape[-3:] == (32, 32, 3)
+    assert acts.shape == (1, 3, wm.horizon, 2) and torch.isfinite(acts).all()
+    with pytest.raises(ConfigError, match="knows embodiments"):
+        load_run(tmp_path / "r", embodiment="sawyer")
