@@ -2,6 +2,7 @@
 workers, and scripted-expert success on the 11 AVDC Meta-World tasks (64x64).
 
     python benchmarks/collect.py --out benchmarks/results/collect.json [--episodes 50]
+    python benchmarks/collect.py --parts pusht --out benchmarks/results/pusht_expert.json
 
 Timings are measured in one run and reported as ratios too, because the machine is shared and noisy.
 """
@@ -91,6 +92,22 @@ def expert_success(episodes: int, workers: int, out: Path | None, tmp: Path) -> 
             "pooled": success_summary(all_flags), "dataset": str(target)}
 
 
+def pusht_expert_success(episodes: int, workers: int, tmp: Path) -> dict:
+    """flexwm's PushT expert (sampling-based pushes on a copy of the true state) on the real simulator."""
+    from flexwm.data import FlexDataset
+
+    cfg = CollectConfig(env="pusht", tasks=["pusht"], sources=["expert"], episodes=episodes, workers=workers,
+                        image_size=96, seed=1000)
+    t0 = time.perf_counter()
+    collect(cfg, tmp / "pusht", progress=True)
+    dt = time.perf_counter() - t0
+    ds = FlexDataset(tmp / "pusht")
+    flags = [m["outcome"] == "success" for m in ds.episodes]
+    first = [int(np.flatnonzero(ds.load_columns(i)["next.success"])[0]) for i, f in enumerate(flags) if f]
+    return {"seeds": [cfg.seed, cfg.seed + episodes - 1], "max_episode_steps": 300, **success_summary(flags),
+            "median_steps_to_success": float(np.median(first)) if first else None, "seconds": dt}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="benchmarks/results/collect.json")
@@ -98,22 +115,32 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=50, help="expert episodes per AVDC task")
     p.add_argument("--collect-episodes", type=int, default=4, help="episodes per task for the worker timing")
     p.add_argument("--keep-dataset", default=None, help="keep the AVDC expert dataset here (reused on rerun)")
+    p.add_argument("--parts", default="speed,workers,avdc", help="comma-separated: speed, workers, avdc, pusht")
+    p.add_argument("--pusht-episodes", type=int, default=50)
     args = p.parse_args()
+    parts = set(args.parts.split(","))
 
     tmp = Path(tempfile.mkdtemp(prefix="flexwm-bench-"))
     try:
-        task = "door-open-v3"
-        raw = raw_steps_per_s(task, args.steps)
-        fast = adapter_steps_per_s(task, args.steps, fast_render=True)
-        slow = adapter_steps_per_s(task, max(50, args.steps // 5), fast_render=False)
-        speed = {"task": task, "image_size": 64, "raw_physics_steps_per_s": raw,
-                 "steps_per_s_tuned_render": fast, "steps_per_s_default_render": slow,
-                 "tuned_over_default": fast / slow, "raw_over_tuned": raw / fast}
-        workers = [collection_frames_per_s(w, args.collect_episodes, tmp) for w in (1, 2)]
-        scaling = workers[1]["frames_per_s"] / workers[0]["frames_per_s"]
-        success = expert_success(args.episodes, 2, Path(args.keep_dataset) if args.keep_dataset else None, tmp)
-        path = write_result(args.out, {"seed": 0, "env_speed": speed, "collection": workers,
-                                       "two_over_one_worker": scaling, "expert_success_avdc": success})
+        result: dict = {"seed": 0}
+        if "speed" in parts:
+            task = "door-open-v3"
+            raw = raw_steps_per_s(task, args.steps)
+            fast = adapter_steps_per_s(task, args.steps, fast_render=True)
+            slow = adapter_steps_per_s(task, max(50, args.steps // 5), fast_render=False)
+            result["env_speed"] = {"task": task, "image_size": 64, "raw_physics_steps_per_s": raw,
+                                   "steps_per_s_tuned_render": fast, "steps_per_s_default_render": slow,
+                                   "tuned_over_default": fast / slow, "raw_over_tuned": raw / fast}
+        if "workers" in parts:
+            workers = [collection_frames_per_s(w, args.collect_episodes, tmp) for w in (1, 2)]
+            result["collection"] = workers
+            result["two_over_one_worker"] = workers[1]["frames_per_s"] / workers[0]["frames_per_s"]
+        if "avdc" in parts:
+            keep = Path(args.keep_dataset) if args.keep_dataset else None
+            result["expert_success_avdc"] = expert_success(args.episodes, 2, keep, tmp)
+        if "pusht" in parts:
+            result["pusht_expert"] = pusht_expert_success(args.pusht_episodes, 2, tmp)
+        path = write_result(args.out, result)
         print(f"wrote {path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

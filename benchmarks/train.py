@@ -1,0 +1,133 @@
+"""World-model training benchmark.
+
+    python benchmarks/train.py speed --out benchmarks/results/train_speed.json
+        training samples/s per preset (synthetic latents, the real model and loss), measured in one run
+    python benchmarks/train.py ac-error --runs flexible=runs/flex ac-only=runs/ac --out benchmarks/results/ac_error.json
+        action-conditioned prediction error on each run's held-out episodes (split.json), by outcome
+        (success / failure / play): latent MSE and decoded PSNR after 1, 4 and 16 predicted frames
+        (= frame_stride x that many environment steps), open loop from the true first frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+
+def speed(presets: list[str], steps: int, threads: int) -> dict:
+    from flexwm.models import flow
+    from flexwm.models.world_model import FlexWorldModel, preset
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name in presets:
+        cfg = preset(name)
+        bs = {"tiny": 16, "cpu": 32, "gpu": 64}[name]
+        model = FlexWorldModel(cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        g = torch.Generator().manual_seed(0)
+        c, h, w = cfg.latent_shape
+        emb, spec = next(iter(cfg.embodiments.items()))
+        batch = {"context": torch.randn(bs, cfg.context_frames, c, h, w, generator=g),
+                 "future": torch.randn(bs, cfg.future_frames, c, h, w, generator=g),
+                 "actions": torch.rand(bs, cfg.action_horizon, spec["action_dim"], generator=g) * 2 - 1,
+                 "proprio": torch.randn(bs, spec["proprio_dim"], generator=g), "text": torch.randn(bs, 384, generator=g),
+                 "has_text": torch.ones(bs, dtype=torch.bool), "success": torch.ones(bs), "progress": torch.ones(bs),
+                 "valid": torch.ones(bs, cfg.action_horizon, dtype=torch.bool), "embodiment": emb}
+        outcomes = torch.zeros(bs, dtype=torch.long)
+        times = []
+        for i in range(steps + 2):
+            t0 = time.perf_counter()
+            loss, _ = flow.flex_loss(model, batch, flow.sample_modes(bs, outcomes, cfg, g), g)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i >= 2:  # warm-up steps excluded
+                times.append(time.perf_counter() - t0)
+        med = float(np.median(times))
+        out[name] = {"batch_size": bs, "params": sum(p.numel() for p in model.parameters()),
+                     "tokens": cfg.n_tokens, "median_step_s": med, "samples_per_s": bs / med, "steps_timed": steps}
+    return {"threads": threads, "presets": out}
+
+
+@torch.no_grad()
+def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_episodes: int, seed: int) -> dict:
+    from flexwm.data import FlexDataset
+    from flexwm.inference import load_run
+    from flexwm.models.tokenizer import psnr
+
+    wm = load_run(run_dir)
+    split = json.loads((run_dir / "split.json").read_text())
+    S, C = wm.frame_stride, wm.model.cfg.context_frames
+    n_frames = max(horizons)
+    g = torch.Generator().manual_seed(seed)
+    rows: dict[str, dict[int, list]] = {}
+    for d, held in zip(split["data"], split["heldout"]):
+        ds = FlexDataset(d)
+        for i in held[:max_episodes]:
+            ep = ds.load_episode(i)
+            outcome = ds.episodes[i]["outcome"]
+            T = ep.length
+            last = T - 1 - n_frames * S
+            if last < 0:
+                continue
+            for t0 in np.linspace(0, last, starts_per_episode).astype(int):
+                ctx_idx = np.clip(t0 - S * np.arange(C - 1, -1, -1), 0, None)
+                state = wm.encode(ep.frames[None, ctx_idx], ep.proprio[None, t0])
+                acts = torch.from_numpy(ep.actions[None, t0 : t0 + n_frames * S])
+                pred = wm.rollout(state, acts, generator=g)[0]  # (n_frames, c, h, w)
+                true_frames = ep.frames[t0 + S * np.arange(1, n_frames + 1)]
+                true_lat = wm.tokenizer.encode(true_frames).float()
+                dec = wm.tokenizer.decode(pred).float()
+                ref = torch.from_numpy(true_frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+                for k in horizons:
+                    mse = float((pred[k - 1] - true_lat[k - 1]).pow(2).mean())
+                    p = psnr(dec[k - 1 : k], ref[k - 1 : k])
+                    rows.setdefault(outcome, {}).setdefault(k, []).append((mse, p))
+    result = {}
+    for outcome, by_k in rows.items():
+        result[outcome] = {f"h{k}": {"latent_mse": float(np.mean([r[0] for r in v])),
+                                     "psnr_db": float(np.mean([r[1] for r in v])), "n": len(v)}
+                           for k, v in sorted(by_k.items())}
+    return {"frame_stride": S, "env_steps_per_frame": S, "by_outcome": result}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--presets", default="tiny,cpu")
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", default="benchmarks/results/train_speed.json")
+    a = sub.add_parser("ac-error")
+    a.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR")
+    a.add_argument("--horizons", default="1,4,16")
+    a.add_argument("--starts", type=int, default=3, help="start times per held-out episode")
+    a.add_argument("--max-episodes", type=int, default=50)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", default="benchmarks/results/ac_error.json")
+    args = p.parse_args()
+    if args.cmd == "speed":
+        res = speed(args.presets.split(","), args.steps, args.threads)
+    else:
+        horizons = [int(h) for h in args.horizons.split(",")]
+        res = {"seed": args.seed, "runs": {}}
+        for spec in args.runs:
+            name, _, path = spec.partition("=")
+            res["runs"][name] = {"run_dir": path, **ac_error(Path(path), horizons, args.starts, args.max_episodes,
+                                                             args.seed)}
+    print(f"wrote {write_result(args.out, res)}")
+
+
+if __name__ == "__main__":
+    main()
