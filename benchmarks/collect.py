@@ -30,6 +30,14 @@ from flexwm.envs import AVDC_TASKS, make_env  # noqa: E402
 from flexwm.evaluation.stats import success_summary  # noqa: E402
 
 
+def _steps_per_s(step, steps: int) -> float:
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(rng.uniform(-1, 1, 4).astype(np.float32))
+    return steps / (time.perf_counter() - t0)
+
+
 def raw_steps_per_s(task: str, steps: int) -> float:
     """Meta-World physics alone (no rendering)."""
     import gymnasium as gym
@@ -37,26 +45,20 @@ def raw_steps_per_s(task: str, steps: int) -> float:
 
     env = gym.make("Meta-World/MT1", env_name=task, seed=0)
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
-    dt = time.perf_counter() - t0
-    env.close()
-    return steps / dt
+    try:
+        return _steps_per_s(env.step, steps)
+    finally:
+        env.close()
 
 
 def adapter_steps_per_s(task: str, steps: int, fast_render: bool) -> float:
     """flexwm's adapter: physics + a 64x64 camera image every step."""
     env = make_env("metaworld", task, image_size=(64, 64), fast_render=fast_render, max_episode_steps=10**6)
     env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
-    dt = time.perf_counter() - t0
-    env.close()
-    return steps / dt
+    try:
+        return _steps_per_s(env.step, steps)
+    finally:
+        env.close()
 
 
 def collection_frames_per_s(workers: int, episodes: int, tmp: Path) -> dict:

@@ -62,3 +62,52 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---- pretrained directories: model.safetensors + config.json ----------------------------------------------
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def save_pretrained_dir(directory: Path, state_dict: dict, config: dict) -> None:
+    """Write model.safetensors + config.json into `directory`, each atomically."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    atomic_write(directory / "model.safetensors",
+                 lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flexwm"}))
+    atomic_write_json(directory / "config.json", config)
+
+
+def load_pretrained_dir(directory: Path, what: str) -> tuple[dict, dict]:
+    """(config dict, CPU state dict) of a `save_pretrained_dir` directory; safetensors only, pickles refused."""
+    from safetensors.torch import load_file
+
+    from flexwm.errors import FlexWMError
+
+    directory = Path(directory)
+    weights, cfg_path = directory / "model.safetensors", directory / "config.json"
+    if not weights.exists():
+        pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise FlexWMError(f"{directory} has only pickle checkpoints {pickles}; flexwm refuses to load "
+                              "pickle files (they can run code). Convert to model.safetensors first.")
+        raise FlexWMError(f"no model.safetensors in {directory}; is this a {what} checkpoint directory?")
+    if not cfg_path.exists():
+        raise FlexWMError(f"{directory} has model.safetensors but no config.json; both are needed")
+    return json.loads(cfg_path.read_text()), load_file(str(weights), device="cpu")
+
+
+def check_state_dict(expected: dict, state: dict, source: Path, what: str) -> None:
+    """Raise ConfigError naming any missing, unexpected or mis-shaped tensor of `state` against `expected`."""
+    from flexwm.errors import ConfigError
+
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ConfigError(f"{what} weights {source} do not match its config.json: missing tensors {missing[:5]}, "
+                          f"unexpected tensors {unexpected[:5]}; the config or the weights were edited")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ConfigError(f"{what} tensor {k!r} has shape {tuple(state[k].shape)} but config.json implies "
+                              f"{tuple(v.shape)}; the config does not belong to these weights")

@@ -29,10 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexwm.config import field, from_dict, to_dict, validate
-from flexwm.errors import ConfigError, FlexWMError
-from flexwm.io import atomic_write, atomic_write_json
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+from flexwm.errors import ConfigError
+from flexwm.io import check_state_dict, load_pretrained_dir, save_pretrained_dir
 
 
 @dataclass
@@ -133,47 +131,22 @@ class FrameTokenizer(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write model.safetensors + config.json (each atomically) into `directory`."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / "model.safetensors",
-                     lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flexwm"}))
-        atomic_write_json(directory / "config.json", to_dict(self.config))
+        save_pretrained_dir(Path(directory), self.state_dict(), to_dict(self.config))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, expected: TokenizerConfig | None = None,
                         device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> FrameTokenizer:
         """Load a `save_pretrained` directory (safetensors only). With `expected`, the stored config must equal it."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        weights, cfg_path = directory / "model.safetensors", directory / "config.json"
-        if not weights.exists():
-            pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
-            if pickles:
-                raise FlexWMError(f"{directory} has only pickle checkpoints {pickles}; flexwm refuses to load "
-                                  "pickle files (they can run code). Convert to model.safetensors first.")
-            raise FlexWMError(f"no model.safetensors in {directory}; is this a tokenizer checkpoint directory?")
-        if not cfg_path.exists():
-            raise FlexWMError(f"{directory} has model.safetensors but no config.json; both are needed")
-        cfg = from_dict(TokenizerConfig, json.loads(cfg_path.read_text()))
+        data, state = load_pretrained_dir(directory, "tokenizer")
+        cfg = from_dict(TokenizerConfig, data)
         if expected is not None and to_dict(expected) != to_dict(cfg):
             diff = {k: (v, to_dict(cfg)[k]) for k, v in to_dict(expected).items() if to_dict(cfg)[k] != v}
             raise ConfigError(f"tokenizer checkpoint {directory} does not match the expected config: "
                               + ", ".join(f"{k}: expected {a!r}, checkpoint has {b!r}" for k, (a, b) in diff.items())
                               + "; pass the checkpoint's config or retrain the tokenizer")
         model = TOKENIZERS[cfg.kind](cfg)
-        state = load_file(str(weights), device="cpu")
-        want = model.state_dict()
-        missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
-        if missing or unexpected:
-            raise ConfigError(f"tokenizer weights {weights} do not match its config.json: missing tensors "
-                              f"{missing[:5]}, unexpected tensors {unexpected[:5]}; config or weights were edited")
-        for k, v in want.items():
-            if tuple(state[k].shape) != tuple(v.shape):
-                raise ConfigError(f"tokenizer tensor {k!r} has shape {tuple(state[k].shape)} but config.json "
-                                  f"implies {tuple(v.shape)}; the config does not belong to these weights")
+        check_state_dict(model.state_dict(), state, directory / "model.safetensors", "tokenizer")
         model.load_state_dict(state)
         return model.to(device=device, dtype=dtype).eval()
 

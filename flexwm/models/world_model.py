@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -40,13 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexwm.config import field, from_dict, to_dict, validate
-from flexwm.errors import ConfigError, FlexWMError
-from flexwm.io import atomic_write, atomic_write_json
+from flexwm.errors import ConfigError
+from flexwm.io import check_state_dict, load_pretrained_dir, save_pretrained_dir
 
 MODES = ("wam", "ac", "inverse", "video", "policy", "score", "uniform")
 VARIANTS = ("flexible", "wam-only", "ac-only")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def _default_embodiments() -> dict[str, dict[str, int]]:
@@ -432,48 +430,21 @@ class FlexWorldModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write model.safetensors + config.json (each atomically) into `directory`."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(directory / "model.safetensors",
-                     lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flexwm"}))
-        atomic_write_json(directory / "config.json", to_dict(self.cfg))
+        save_pretrained_dir(Path(directory), self.state_dict(), to_dict(self.cfg))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> FlexWorldModel:
         """Load a checkpoint written by `save_pretrained` (safetensors only; pickle files are refused)."""
-        from safetensors.torch import load_file
-
         from flexwm.training.checkpoint import find_latest
 
         directory = Path(directory)
         if not (directory / "model.safetensors").exists() and find_latest(directory) is not None:
             directory = find_latest(directory)  # a training run directory: its newest checkpoint
-        weights, cfg_path = directory / "model.safetensors", directory / "config.json"
-        if not weights.exists():
-            pickles = sorted(p.name for p in directory.glob("*") if p.suffix in PICKLE_SUFFIXES)
-            if pickles:
-                raise FlexWMError(f"{directory} has only pickle checkpoints {pickles}; flexwm refuses to load "
-                                  "pickle files (they can run code). Convert to model.safetensors first.")
-            raise FlexWMError(f"no model.safetensors in {directory}; is this a flexwm checkpoint directory?")
-        if not cfg_path.exists():
-            raise FlexWMError(f"{directory} has model.safetensors but no config.json; both are needed")
-        data = json.loads(cfg_path.read_text())
+        data, state = load_pretrained_dir(directory, "world-model")
         if isinstance(data.get("model"), dict) and "latent_shape" in data["model"]:
             data = data["model"]  # a training checkpoint: config.json is the whole run config
-        cfg = from_dict(WorldModelConfig, data)
-        model = cls(cfg)
-        state = load_file(str(weights), device="cpu")
-        expected = model.state_dict()
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ConfigError(f"checkpoint {weights} does not match its config.json: missing tensors {missing[:5]}"
-                              f", unexpected tensors {unexpected[:5]}; the config or the weights were edited")
-        for k, v in expected.items():
-            if tuple(state[k].shape) != tuple(v.shape):
-                raise ConfigError(f"checkpoint tensor {k!r} has shape {tuple(state[k].shape)} but config.json "
-                                  f"implies {tuple(v.shape)}; the config does not belong to these weights")
+        model = cls(from_dict(WorldModelConfig, data))
+        check_state_dict(model.state_dict(), state, directory / "model.safetensors", "world-model")
         model.load_state_dict(state)
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)

@@ -28,9 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flexwm.errors import FlexWMError
-from flexwm.io import atomic_write_json
+from flexwm.io import PICKLE_SUFFIXES, atomic_write_json
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
 class CheckpointError(FlexWMError):
