@@ -31,7 +31,6 @@ from flexwm.errors import FlexWMError
 from flexwm.io import PICKLE_SUFFIXES, atomic_write_json
 
 
-
 class CheckpointError(FlexWMError):
     """A checkpoint is missing, damaged, unsafe or does not match the model."""
 
