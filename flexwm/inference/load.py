@@ -43,6 +43,7 @@ def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "
     tokenizer = ConvAutoencoder.from_pretrained(tok_dir).to(device).eval()
     cache = run_dir / "text_cache.safetensors"
     text = text_mod.make_text_encoder(cfg.text, cache_path=cache if cache.exists() else None)
+    text.autosave = False  # the run's cache records the training instructions; inference must not add to it
     for p in model.parameters():
         p.requires_grad_(False)
     return FlexWorldModelAdapter(model, tokenizer, text, embodiment=embodiment, steps=steps, cfg_scale=cfg_scale)

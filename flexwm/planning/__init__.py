@@ -1,0 +1,151 @@
+"""Ways to act with one world model, behind one policy interface: reset(seed), act(observation) -> action.
+
+    wm = load_run("runs/cpu")
+    policy = make_policy("cem", wm, {"population": 128}, action_space=env.action_space)
+    result = evaluate_policy(policy, "metaworld", "door-open-v3", episodes=20, seed=0)
+
+| name       | how it picks actions                                                              | file         |
+|------------|-----------------------------------------------------------------------------------|--------------|
+| wam        | frames + actions generated jointly from the instruction (WAM mode)                 | wam.py       |
+| wam-seq    | frames generated first (video mode), actions decoded by inverse dynamics            | wam.py       |
+| best-of-n  | N WAM samples over noise seeds (and paraphrases), best by the success / value head | best_of_n.py |
+| cem, mppi  | sampling over action sequences, scored in action-conditioned (AC) mode              | sampling.py  |
+| grad       | Adam on the actions through the differentiable AC rollout (or on the WAM noise)     | gradient.py  |
+| hybrid     | WAM proposals, re-simulated in AC mode, best refined by CEM or gradient steps       | hybrid.py    |
+| bc         | behaviour-cloning baseline: frame + proprio + instruction -> action chunk           | bc.py        |
+| random     | uniform random actions                                                              | random.py    |
+
+Every policy plans H actions and executes the first `execute` before replanning (receding horizon);
+`policy.last_plan` holds the plan with its imagined latents, score and timing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flexwm.config import from_dict, to_dict, validate
+from flexwm.errors import ConfigError
+from flexwm.planning.base import (
+    FrameHistory,
+    Plan,
+    Planner,
+    RecedingHorizonPolicy,
+    WMPlanner,
+    check_action_dim,
+)
+from flexwm.planning.bc import BCConfig, BCModel, BCPlanner, BCPolicyConfig, train_bc
+from flexwm.planning.best_of_n import BestOfNConfig, BestOfNPlanner
+from flexwm.planning.evaluate import evaluate_policy
+from flexwm.planning.gradient import GradConfig, GradientPlanner
+from flexwm.planning.hybrid import HybridConfig, HybridPlanner
+from flexwm.planning.objectives import GoalObjective, ObjectiveConfig, SuccessObjective, make_objective
+from flexwm.planning.random import RandomConfig, RandomPlanner
+from flexwm.planning.sampling import CEMConfig, MPPIConfig, SamplingPlanner
+from flexwm.planning.wam import WAMConfig, WAMPlanner
+
+__all__ = [
+    "POLICIES", "CONFIGS", "make_policy", "policy_config", "evaluate_policy", "train_bc", "check_action_dim",
+    "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
+    "WAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
+    "BCConfig", "BCPolicyConfig", "BCModel", "ObjectiveConfig", "SuccessObjective", "GoalObjective",
+]
+
+CONFIGS: dict[str, type] = {
+    "wam": WAMConfig, "wam-seq": WAMConfig, "best-of-n": BestOfNConfig, "cem": CEMConfig, "mppi": MPPIConfig,
+    "grad": GradConfig, "hybrid": HybridConfig, "bc": BCPolicyConfig, "random": RandomConfig,
+}
+POLICIES: tuple[str, ...] = tuple(CONFIGS)
+
+# small budgets for tests and quick looks on a CPU
+TINY: dict[str, dict[str, Any]] = {
+    "best-of-n": dict(n=4), "cem": dict(population=8, iterations=2, elites=2),
+    "mppi": dict(population=8, iterations=2, elites=2), "grad": dict(iterations=2, restarts=2),
+    "hybrid": dict(proposals=4, top_k=2, iterations=2, population=8, elites=2),
+}
+
+
+def policy_config(name: str, cfg: Any = None, preset: str = "default") -> Any:
+    """The config dataclass of policy `name` from None (defaults), a dict (strictly checked) or a dataclass."""
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
+    if preset not in ("default", "tiny"):
+        raise ConfigError(f"unknown policy preset {preset!r}; choose 'default' or 'tiny'")
+    cls = CONFIGS[name]
+    base = TINY.get(name, {}) if preset == "tiny" else {}
+    if cfg is None or isinstance(cfg, dict):
+        return from_dict(cls, {**base, **(cfg or {})})
+    if not isinstance(cfg, cls):
+        raise ConfigError(f"policy {name!r} takes a {cls.__name__}, got a {type(cfg).__name__}")
+    validate(cfg)
+    return cfg
+
+
+def _bounds(wm: Any, action_space: Any, action_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Action bounds: the action space if given, else the model's normalisation range, else [-1, 1]."""
+    if action_space is not None:
+        low, high = np.asarray(action_space.low, np.float32), np.asarray(action_space.high, np.float32)
+    else:
+        adapter = getattr(getattr(wm, "model", None), "adapter", None)
+        if adapter is not None and getattr(wm, "embodiment", None) is not None:
+            a = adapter(wm.embodiment)
+            low, high = a.action_low.float().cpu().numpy(), a.action_high.float().cpu().numpy()
+        else:
+            if action_dim is None:
+                raise ConfigError("the random policy needs action_space= (or a world model) to know its actions")
+            low, high = -np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)
+    if action_dim is not None and low.shape != (action_dim,):
+        raise ConfigError(f"the policy acts with {action_dim}-d actions but the action space is "
+                          f"{low.shape[0]}-d; use a model trained on this embodiment")
+    return low, high
+
+
+def make_policy(name: str, wm: Any = None, cfg: Any = None, *, action_space: Any = None, goal_image: Any = None,
+                paraphrases: list[str] | None = None, bc_model: BCModel | None = None, text_encoder: Any = None,
+                preset: str = "default") -> RecedingHorizonPolicy:
+    """Build policy `name` around world model `wm` (not needed for bc / random).
+
+    cfg: that policy's config (dataclass or dict); `preset="tiny"` shrinks the default budgets. action_space:
+    the env's Box (bounds for sampling and clipping; default: the model's action normalisation range).
+    goal_image: for `objective.kind = "goal"`. paraphrases: extra instructions best-of-n may sample under.
+    bc_model: a trained BCModel for `bc` (its text encoder is rebuilt unless `text_encoder` is given).
+    """
+    cfg = policy_config(name, cfg, preset)
+    policy = _build(name, wm, cfg, action_space, goal_image, paraphrases, bc_model, text_encoder)
+    policy.config = to_dict(cfg)
+    return policy
+
+
+def _build(name: str, wm: Any, cfg: Any, action_space: Any, goal_image: Any, paraphrases: list[str] | None,
+           bc_model: BCModel | None, text_encoder: Any) -> RecedingHorizonPolicy:
+    if name == "bc":
+        if bc_model is None:
+            raise ConfigError("policy 'bc' needs bc_model= (train_bc(...) or BCModel.from_pretrained(dir))")
+        low, high = _bounds(None, action_space, bc_model.cfg.action_dim) if action_space is not None else (
+            bc_model.action_low.cpu().numpy(), bc_model.action_high.cpu().numpy())
+        planner = BCPlanner(bc_model, text_encoder)
+        execute = cfg.execute if cfg.execute is not None else max(1, planner.horizon // 2)
+        return RecedingHorizonPolicy(planner, execute=execute, action_low=low, action_high=high, name="bc")
+    if name == "random":
+        dim = None if wm is None else int(wm.action_dim)
+        low, high = _bounds(wm, action_space, dim)
+        return RecedingHorizonPolicy(RandomPlanner(cfg, low, high), execute=cfg.execute, action_low=low,
+                                     action_high=high, name="random")
+    if wm is None:
+        raise ConfigError(f"policy {name!r} needs a world model: make_policy({name!r}, load_run(RUN_DIR))")
+    low, high = _bounds(wm, action_space, int(wm.action_dim))
+    if name in ("wam", "wam-seq"):
+        planner: Planner = WAMPlanner(wm, cfg, sequential=name == "wam-seq")
+    else:
+        objective = make_objective(cfg.objective, wm, goal_image)
+        if name == "best-of-n":
+            planner = BestOfNPlanner(wm, cfg, objective, low, high, paraphrases)
+        elif name in ("cem", "mppi"):
+            planner = SamplingPlanner(wm, cfg, objective, low, high, name)
+        elif name == "grad":
+            planner = GradientPlanner(wm, cfg, objective, low, high)
+        else:
+            planner = HybridPlanner(wm, cfg, objective, low, high)
+    return RecedingHorizonPolicy(planner, execute=cfg.execute, action_low=low, action_high=high, name=name)
+
