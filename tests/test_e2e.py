@@ -39,6 +39,12 @@ def test_collect_train_resume_imagine(tmp_path):
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
     assert ckpts[-1] == "step-00000018"
 
+    out = flexwm("eval", "--ckpt", run, "--tasks", "reach-v3", "--policy", "wam", "--episodes", "2",
+                 "--max-steps", "8", "--flow-steps", "2", "--out", tmp_path / "eval.json")
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["pooled"]["episodes"] == 2 and "reach-v3" in out
+    assert res["per_task"]["reach-v3"]["latency"]["decisions"] >= 2
+
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
 
