@@ -73,9 +73,13 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
     rows: dict[str, dict[int, list]] = {}
     for d, held in zip(split["data"], split["heldout"]):
         ds = FlexDataset(d)
-        for i in held[:max_episodes]:
-            ep = ds.load_episode(i)
+        taken: dict[str, int] = {}
+        for i in held:
             outcome = ds.episodes[i]["outcome"]
+            if taken.get(outcome, 0) >= max_episodes:
+                continue
+            taken[outcome] = taken.get(outcome, 0) + 1
+            ep = ds.load_episode(i)
             T = ep.length
             last = T - 1 - n_frames * S
             if last < 0:
@@ -113,7 +117,7 @@ def main() -> None:
     a.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR")
     a.add_argument("--horizons", default="1,4,16")
     a.add_argument("--starts", type=int, default=3, help="start times per held-out episode")
-    a.add_argument("--max-episodes", type=int, default=50)
+    a.add_argument("--max-episodes", type=int, default=20, help="held-out episodes per outcome")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="benchmarks/results/ac_error.json")
     args = p.parse_args()
