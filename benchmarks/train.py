@@ -2,6 +2,8 @@
 
     python benchmarks/train.py speed --out benchmarks/results/train_speed.json
         training samples/s per preset (synthetic latents, the real model and loss), measured in one run
+    python benchmarks/train.py tokenizer --run runs/flex --out benchmarks/results/tokenizer_psnr.json
+        reconstruction PSNR of the run's frame tokenizer on its held-out episodes, by outcome
     python benchmarks/train.py ac-error --runs flexible=runs/flex ac-only=runs/ac --out benchmarks/results/ac_error.json
         action-conditioned prediction error on each run's held-out episodes (split.json), by outcome
         (success / failure / play): latent MSE and decoded PSNR after 1, 4 and 16 predicted frames
@@ -105,6 +107,25 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
     return {"frame_stride": S, "env_steps_per_frame": S, "by_outcome": result}
 
 
+def tokenizer_psnr(run_dir: Path, max_episodes: int) -> dict:
+    from flexwm.data import FlexDataset
+    from flexwm.models.tokenizer import ConvAutoencoder, evaluate_psnr
+
+    tok = ConvAutoencoder.from_pretrained(run_dir / "tokenizer")
+    split = json.loads((run_dir / "split.json").read_text())
+    by_outcome: dict[str, list[np.ndarray]] = {}
+    for d, held in zip(split["data"], split["heldout"]):
+        ds = FlexDataset(d)
+        for i in held:
+            o = ds.episodes[i]["outcome"]
+            if len(by_outcome.setdefault(o, [])) < max_episodes:
+                by_outcome[o].append(ds.load_episode(i).frames)
+    out = {o: {"psnr_db": evaluate_psnr(tok, np.concatenate(f)), "episodes": len(f),
+               "frames": int(sum(len(x) for x in f))} for o, f in by_outcome.items()}
+    return {"run_dir": str(run_dir), "config": json.loads((run_dir / "tokenizer" / "config.json").read_text()),
+            "heldout_by_outcome": out}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -113,6 +134,10 @@ def main() -> None:
     s.add_argument("--steps", type=int, default=10)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", default="benchmarks/results/train_speed.json")
+    k = sub.add_parser("tokenizer")
+    k.add_argument("--run", required=True)
+    k.add_argument("--max-episodes", type=int, default=20, help="held-out episodes per outcome")
+    k.add_argument("--out", default="benchmarks/results/tokenizer_psnr.json")
     a = sub.add_parser("ac-error")
     a.add_argument("--runs", nargs="+", required=True, help="NAME=RUN_DIR")
     a.add_argument("--horizons", default="1,4,16")
@@ -123,6 +148,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "speed":
         res = speed(args.presets.split(","), args.steps, args.threads)
+    elif args.cmd == "tokenizer":
+        res = tokenizer_psnr(Path(args.run), args.max_episodes)
     else:
         horizons = [int(h) for h in args.horizons.split(",")]
         res = {"seed": args.seed, "runs": {}}
