@@ -95,14 +95,17 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
                 true_lat = wm.tokenizer.encode(true_frames).float()
                 dec = wm.tokenizer.decode(pred).float()
                 ref = torch.from_numpy(true_frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+                last = torch.from_numpy(ep.frames[t0 : t0 + 1]).permute(0, 3, 1, 2).float() / 127.5 - 1
                 for k in horizons:
                     mse = float((pred[k - 1] - true_lat[k - 1]).pow(2).mean())
                     p = psnr(dec[k - 1 : k], ref[k - 1 : k])
-                    rows.setdefault(outcome, {}).setdefault(k, []).append((mse, p))
+                    copy = psnr(last, ref[k - 1 : k])  # baseline: nothing moves (copy the current frame)
+                    rows.setdefault(outcome, {}).setdefault(k, []).append((mse, p, copy))
     result = {}
     for outcome, by_k in rows.items():
         result[outcome] = {f"h{k}": {"latent_mse": float(np.mean([r[0] for r in v])),
-                                     "psnr_db": float(np.mean([r[1] for r in v])), "n": len(v)}
+                                     "psnr_db": float(np.mean([r[1] for r in v])),
+                                     "copy_frame_psnr_db": float(np.mean([r[2] for r in v])), "n": len(v)}
                            for k, v in sorted(by_k.items())}
     return {"frame_stride": S, "env_steps_per_frame": S, "by_outcome": result}
 
