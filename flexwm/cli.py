@@ -185,6 +185,33 @@ def eval_(
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {out}")
 
 
+@app.command("evaluate-policies")
+def evaluate_policies(
+    ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory: the world model"),
+    suite: Path = typer.Option(..., help="suite YAML (see examples/suite.yaml)"),
+    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    task: str = typer.Option(..., help="task name"),
+    episodes: int = typer.Option(10, help="episodes per policy, same initial states in both worlds"),
+    seed: int = typer.Option(10_000, help="first reset seed"),
+    horizon: int | None = typer.Option(None, help="steps per episode (default: the env's limit)"),
+    flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
+    out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
+) -> None:
+    """Run each policy of a suite in the real simulator and in the world model; report success per policy,
+    Pearson, Spearman and MMRV, and a scatter plot."""
+    from flexwm.evaluation.policy_eval import evaluate_suite
+    from flexwm.inference import load_run
+
+    wm = load_run(ckpt, steps=flow_steps)
+    out = out or Path(ckpt) / f"policy-eval-{task}"
+    res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out)
+    for p in res["policies"]:
+        typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
+                   f"({p['imagination']})")
+    stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv")}
+    typer.echo(json.dumps(stats) + f"\nwrote {out}")
+
+
 def _jsonable(x):
     import numpy as np
 

@@ -45,6 +45,13 @@ def test_collect_train_resume_imagine(tmp_path):
     assert res["pooled"]["episodes"] == 2 and "reach-v3" in out
     assert res["per_task"]["reach-v3"]["latency"]["decisions"] >= 2
 
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("policies:\n  - {name: expert, kind: expert}\n  - {name: noisy, kind: noisy, noise: 1.5}\n"
+                     "  - {name: random, kind: random}\n")
+    out = flexwm("evaluate-policies", "--ckpt", run, "--suite", suite, "--task", "reach-v3", "--episodes", "2",
+                 "--horizon", "8", "--flow-steps", "2", "--out", tmp_path / "pe")
+    assert "mmrv" in out and (tmp_path / "pe" / "policy_eval.png").exists()
+
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
 
