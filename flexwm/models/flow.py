@@ -175,7 +175,8 @@ def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
     Metrics are detached tensors (call .item() when logging, not every step).
     """
     cfg, emb = model.cfg, batch["embodiment"]
-    context, x0_v = batch["context"], batch["future"]
+    context = batch["context"]
+    x0_v = model.video_to_model(batch["future"], context)
     dev = context.device
     B = context.shape[0]
     m = modes.to(dev)
@@ -254,6 +255,8 @@ def sample(model: FlexWorldModel, cond: dict[str, Any], *, generate: set[str] | 
     gen_v, gen_a = "video" in generate, "actions" in generate
     noise = noise or {}
     x_v = noise.get("video") if gen_v else cond.get("future")
+    if not gen_v and x_v is not None:
+        x_v = model.video_to_model(x_v, context)
     if gen_v and x_v is None:
         x_v = _randn((B, cfg.future_frames, *cfg.latent_shape), generator, context)
     x_a = noise.get("actions") if gen_a else cond.get("actions")
@@ -275,7 +278,7 @@ def sample(model: FlexWorldModel, cond: dict[str, Any], *, generate: set[str] | 
             x_a = x_a - out.actions / steps
     result = {}
     if gen_v:
-        result["video"] = x_v
+        result["video"] = model.video_from_model(x_v, context)
     if gen_a:
         result["actions"] = model.unnormalize_actions(emb, x_a)
     return result
@@ -285,6 +288,7 @@ def score(model: FlexWorldModel, context: Tensor, future: Tensor, text: Tensor |
           embodiment: str, proprio: Tensor | None = None, has_text: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Success probability and progress (both (B,)) of a clean future video, actions absent (score mode)."""
     B = context.shape[0]
-    out = model(embodiment=embodiment, context=context, future=future, proprio=proprio, text=text,
+    out = model(embodiment=embodiment, context=context, future=model.video_to_model(future, context),
+                proprio=proprio, text=text,
                 text_present=has_text, video_t=torch.zeros(B, device=context.device))
     return torch.sigmoid(out.success_logit), out.progress

@@ -80,6 +80,8 @@ class WorldModelConfig:
     proprio_drop: float = field(0.1, ge=0.0, le=1.0, help="P(proprio -> absent); imagined states have none")
     score_failure_instruction: bool = field(
         True, help="score mode keeps the attempted instruction of failures (else success <=> has text)")
+    video_residual: bool = field(
+        False, help="generate future latents as scaled differences from the last context latent (copying is 0)")
     time_sampling: str = field("logit_normal", choices=("uniform", "logit_normal"))
     logit_normal_mean: float = field(0.0)
     logit_normal_std: float = field(1.0, ge=0.01)
@@ -153,10 +155,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                  actions_per_token=2, d_model=64, n_layers=2, n_heads=4),
     # this machine (2 CPU cores): 4 + 3*16 + 4 = 56 tokens
     "cpu": dict(latent_shape=(4, 8, 8), patch_size=2, context_frames=1, action_horizon=8, frame_stride=4,
-                actions_per_token=2, d_model=256, n_layers=4, n_heads=4),
+                actions_per_token=2, d_model=256, n_layers=4, n_heads=4, video_residual=True),
     # an accelerator: 4 + 6*16 + 8 = 108 tokens, ~57M parameters
     "gpu": dict(latent_shape=(4, 8, 8), patch_size=2, context_frames=2, action_horizon=16, frame_stride=4,
-                actions_per_token=2, d_model=512, n_layers=12, n_heads=8, dropout=0.0),
+                actions_per_token=2, d_model=512, n_layers=12, n_heads=8, dropout=0.0,
+                video_residual=True),
 }
 
 
@@ -285,6 +288,8 @@ class FlexWorldModel(nn.Module):
         n_cond = 4 + C * cfg.tokens_per_frame
         group = [0] * n_cond + [1] * (Fr * cfg.tokens_per_frame) + [2] * cfg.action_tokens
         self.register_buffer("group", torch.tensor(group, dtype=torch.long), persistent=False)
+        if cfg.video_residual:  # per-channel std of (future - last context) latents, set from data
+            self.register_buffer("video_delta_std", torch.ones(c))
         self.apply(self._init_linear)
         for m in [*(b.ada for b in self.blocks), self.final_ada, self.video_out]:
             nn.init.zeros_(m.weight)
@@ -337,6 +342,28 @@ class FlexWorldModel(nn.Module):
         a.proprio_mean.copy_(mean)
         a.proprio_std.copy_(std.clamp_min(1e-6))
 
+    def set_video_delta_std(self, std: Any) -> None:
+        """Per-channel scale of (future - last context) latents; only for `video_residual` models."""
+        if not self.cfg.video_residual:
+            raise ConfigError("set_video_delta_std needs a model with config key 'video_residual' = true")
+        std = torch.as_tensor(std, dtype=self.video_delta_std.dtype).reshape(-1)
+        if std.shape != self.video_delta_std.shape:
+            raise ConfigError(f"video delta std must have {self.video_delta_std.numel()} entries (latent channels), "
+                              f"got {tuple(std.shape)}")
+        self.video_delta_std.copy_(std.clamp_min(1e-4))
+
+    def video_to_model(self, future: Tensor, context: Tensor) -> Tensor:
+        """Future frame latents -> the space the model generates in (identity, or scaled residuals)."""
+        if not self.cfg.video_residual:
+            return future
+        return (future - context[:, -1:]) / self.video_delta_std.view(1, 1, -1, 1, 1).to(future.dtype)
+
+    def video_from_model(self, x: Tensor, context: Tensor) -> Tensor:
+        """Inverse of `video_to_model`: generated values -> future frame latents."""
+        if not self.cfg.video_residual:
+            return x
+        return context[:, -1:] + x * self.video_delta_std.view(1, 1, -1, 1, 1).to(x.dtype)
+
     def normalize_actions(self, embodiment: str, actions: Tensor) -> Tensor:
         a = self.adapter(embodiment)
         return 2 * (actions - a.action_low) / (a.action_high - a.action_low) - 1
@@ -351,7 +378,8 @@ class FlexWorldModel(nn.Module):
                 video_t: Tensor | None = None, action_t: Tensor | None = None,
                 video_present: Tensor | None = None, action_present: Tensor | None = None,
                 text_present: Tensor | None = None, proprio_present: Tensor | None = None) -> ModelOutput:
-        """One pass. `future`/`actions` are noised inputs at times `video_t`/`action_t` (B,), actions normalized.
+        """One pass. `future`/`actions` are noised inputs at times `video_t`/`action_t` (B,), actions normalized,
+        future in the model's video space (see `video_to_model`).
 
         A modality passed as None is absent for the whole batch; the `*_present` masks (B,) bool make it absent
         per example (its values are then never read). `text`/`proprio` None or masked -> null / absent token.

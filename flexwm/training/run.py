@@ -48,6 +48,8 @@ class RunConfig:
     device: str = "cpu"
     tokenizer: tok_mod.TokenizerConfig = field(default_factory=lambda: tok_mod.preset("cpu"))
     tokenizer_path: str | None = field(None, help="reuse a trained tokenizer directory instead of training one")
+    latent_dir: str | None = field(
+        None, help="keep the latent caches here (shared by runs that use the same tokenizer) instead of RUN/latents")
     tokenizer_steps: int = field(3000, ge=0)
     tokenizer_batch: int = field(64, ge=1)
     tokenizer_max_seconds: float | None = field(None, help="time bound for tokenizer training")
@@ -150,7 +152,18 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
                                                max_seconds=cfg.tokenizer_max_seconds, progress=progress)
         tokenizer.save_pretrained(tok_dir)
     tokenizer = tokenizer.to(cfg.device).eval()
-    caches = [build_latent_cache(ds, tokenizer, run_dir / "latents" / f"ds{k}", device=cfg.device, progress=progress)
+    lat_root = Path(cfg.latent_dir) if cfg.latent_dir else run_dir / "latents"
+    if cfg.latent_dir and not cfg.tokenizer_path:
+        raise ConfigError("latent_dir shares latent caches between runs, so it needs the tokenizer they were made "
+                          "with: also set tokenizer_path")
+    if cfg.latent_dir:  # a shared cache is extended with new episodes, never re-encoded by another tokenizer
+        for k in range(len(datasets)):
+            man = lat_root / f"ds{k}" / "manifest.json"
+            old = json.loads(man.read_text())["tokenizer"]["fingerprint"] if man.exists() else None
+            if old is not None and old != tokenizer.fingerprint():
+                raise ConfigError(f"latent_dir {man.parent} was made by tokenizer {old}, not by {tok_dir} "
+                                  f"({tokenizer.fingerprint()}); use that cache's tokenizer or another latent_dir")
+    caches = [build_latent_cache(ds, tokenizer, lat_root / f"ds{k}", device=cfg.device, progress=progress)
               for k, ds in enumerate(datasets)]
 
     # non-video columns, instruction candidates and the window index
@@ -302,7 +315,23 @@ def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, 
         lo, hi = np.percentile(acts, 0.5, axis=0), np.percentile(acts, 99.5, axis=0)
         model.set_action_stats(emb, lo, np.maximum(hi, lo + 1e-3))
         model.set_proprio_stats(emb, prop.mean(0), prop.std(0) + 1e-3)
+    if cfg.model.video_residual:
+        model.set_video_delta_std(video_delta_std(prep, cfg))
     return model, cfg
+
+
+def video_delta_std(prep: Prepared, cfg: RunConfig, n: int = 4096) -> np.ndarray:
+    """Per-channel std of (future - last context) latents over up to `n` training windows (fixed seed)."""
+    from flexwm.models.latent_cache import get_windows
+
+    rng = np.random.default_rng(cfg.seed + 29)
+    rows = prep.index[rng.choice(len(prep.index), size=min(n, len(prep.index)), replace=False)]
+    lat = get_windows(prep.caches, rows, cfg.model.context_frames, cfg.model.action_horizon, cfg.model.frame_stride)
+    delta = lat["future"] - lat["context"][:, -1:]
+    delta = delta[lat["valid"]]  # (M, c, h, w) valid future frames
+    if len(delta) == 0:
+        return np.ones(delta.shape[1], np.float32)
+    return delta.transpose(1, 0, 2, 3).reshape(delta.shape[1], -1).std(1).astype(np.float32)
 
 
 def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:

@@ -167,3 +167,37 @@ def test_gradient_flows_from_sampled_latents_to_actions() -> None:
 def test_times_are_in_range(sampling: str) -> None:
     t = flow.sample_times(5000, preset("tiny", time_sampling=sampling), torch.Generator().manual_seed(0))
     assert (t > 0).all() and (t <= 1).all() and 0.4 < t.mean() < 0.6
+
+
+def test_residual_video_space_round_trips_and_zero_velocity_copies_the_last_context_frame() -> None:
+    model = make_model(video_residual=True)
+    with torch.no_grad():
+        model.set_video_delta_std(torch.tensor([0.5, 1.0, 2.0, 0.25]))
+        for p in model.video_out.parameters():
+            p.zero_()  # the network predicts velocity 0 everywhere
+    batch = make_batch(model)
+    ctx, fut = batch["context"], batch["future"]
+    res = model.video_to_model(fut, ctx)
+    torch.testing.assert_close(model.video_from_model(res, ctx), fut)
+    torch.testing.assert_close(res[:, :, 1], fut[:, :, 1] - ctx[:, -1:, 1])  # channel std 1
+    torch.testing.assert_close(res[:, :, 0], (fut[:, :, 0] - ctx[:, -1:, 0]) / 0.5)
+    # velocity 0 and initial noise 0 -> generated residual 0 -> the last context frame, for every future frame
+    zero = torch.zeros_like(fut)
+    out = flow.sample(model, {"embodiment": "arm", "context": ctx, "actions": batch["actions"]}, generate={"video"},
+                      steps=3, noise={"video": zero})["video"]
+    torch.testing.assert_close(out, ctx[:, -1:].expand_as(fut))
+
+
+def test_residual_video_loss_target_is_the_scaled_difference() -> None:
+    plain, resid = make_model(), make_model(video_residual=True)
+    resid.load_state_dict({**plain.state_dict(), "video_delta_std": torch.ones(4)})
+    batch = make_batch(plain)
+    modes = flow.sample_modes(8, ["success"] * 8, plain.cfg, torch.Generator().manual_seed(0))
+    lp, _ = flow.flex_loss(plain, batch, modes, torch.Generator().manual_seed(1))
+    lr, _ = flow.flex_loss(resid, batch, modes, torch.Generator().manual_seed(1))
+    shifted = {**batch, "future": batch["future"] - batch["context"][:, -1:]}
+    l_shift, _ = flow.flex_loss(plain, shifted, modes, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lr, l_shift)  # residual model == plain model fed the differences
+    assert not torch.allclose(lr, lp)
+    with pytest.raises(Exception, match="video_residual"):
+        plain.set_video_delta_std(torch.ones(4))
