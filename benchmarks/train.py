@@ -63,6 +63,13 @@ def speed(presets: list[str], steps: int, threads: int) -> dict:
 
 @torch.no_grad()
 def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_episodes: int, seed: int) -> dict:
+    """Open-loop action-conditioned rollouts from held-out start frames, compared frame by frame with the truth.
+
+    Two baselines on the same windows: `copy_frame` (the current real frame, i.e. nothing moves) and
+    `copy_latent` (the current frame through the tokenizer, i.e. nothing moves at the tokenizer's quality).
+    Every horizon 1..max(horizons) is recorded (`curve`) for the drift plot; `horizons` are summarised with the
+    fraction of windows where the model beats copying and a 95% interval of the mean PSNR gain over copying.
+    """
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
     from flexwm.models.tokenizer import psnr
@@ -72,7 +79,7 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
     S, C = wm.frame_stride, wm.model.cfg.context_frames
     n_frames = max(horizons)
     g = torch.Generator().manual_seed(seed)
-    rows: dict[str, dict[int, list]] = {}
+    rows: dict[str, list[np.ndarray]] = {}  # outcome -> (n_frames, 5) per window
     for d, held in zip(split["data"], split["heldout"]):
         ds = FlexDataset(d)
         taken: dict[str, int] = {}
@@ -80,34 +87,79 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
             outcome = ds.episodes[i]["outcome"]
             if taken.get(outcome, 0) >= max_episodes:
                 continue
-            taken[outcome] = taken.get(outcome, 0) + 1
             ep = ds.load_episode(i)
-            T = ep.length
-            last = T - 1 - n_frames * S
-            if last < 0:
+            last_start = ep.length - 1 - n_frames * S
+            if last_start < 0:
                 continue
-            for t0 in np.linspace(0, last, starts_per_episode).astype(int):
+            taken[outcome] = taken.get(outcome, 0) + 1
+            for t0 in np.linspace(0, last_start, starts_per_episode).astype(int):
                 ctx_idx = np.clip(t0 - S * np.arange(C - 1, -1, -1), 0, None)
                 state = wm.encode(ep.frames[None, ctx_idx], ep.proprio[None, t0])
                 acts = torch.from_numpy(ep.actions[None, t0 : t0 + n_frames * S])
-                pred = wm.rollout(state, acts, generator=g)[0]  # (n_frames, c, h, w)
+                pred = wm.rollout(state, acts, generator=g)[0].float()  # (n_frames, c, h, w)
                 true_frames = ep.frames[t0 + S * np.arange(1, n_frames + 1)]
                 true_lat = wm.tokenizer.encode(true_frames).float()
+                cur_lat = wm.tokenizer.encode(ep.frames[t0 : t0 + 1]).float()
                 dec = wm.tokenizer.decode(pred).float()
                 ref = torch.from_numpy(true_frames).permute(0, 3, 1, 2).float() / 127.5 - 1
-                last = torch.from_numpy(ep.frames[t0 : t0 + 1]).permute(0, 3, 1, 2).float() / 127.5 - 1
-                for k in horizons:
-                    mse = float((pred[k - 1] - true_lat[k - 1]).pow(2).mean())
-                    p = psnr(dec[k - 1 : k], ref[k - 1 : k])
-                    copy = psnr(last, ref[k - 1 : k])  # baseline: nothing moves (copy the current frame)
-                    rows.setdefault(outcome, {}).setdefault(k, []).append((mse, p, copy))
+                cur = torch.from_numpy(ep.frames[t0 : t0 + 1]).permute(0, 3, 1, 2).float() / 127.5 - 1
+                cur_dec = wm.tokenizer.decode(cur_lat).float()
+                win = np.zeros((n_frames, 5))
+                for k in range(n_frames):
+                    win[k] = [float((pred[k] - true_lat[k]).pow(2).mean()), psnr(dec[k : k + 1], ref[k : k + 1]),
+                              psnr(cur, ref[k : k + 1]), psnr(cur_dec, ref[k : k + 1]),
+                              float((cur_lat[0] - true_lat[k]).pow(2).mean())]
+                rows.setdefault(outcome, []).append(win)
     result = {}
-    for outcome, by_k in rows.items():
-        result[outcome] = {f"h{k}": {"latent_mse": float(np.mean([r[0] for r in v])),
-                                     "psnr_db": float(np.mean([r[1] for r in v])),
-                                     "copy_frame_psnr_db": float(np.mean([r[2] for r in v])), "n": len(v)}
-                           for k, v in sorted(by_k.items())}
+    for outcome, wins in rows.items():
+        arr = np.stack(wins)  # (N, n_frames, 5)
+        res: dict = {"windows": len(wins), "episodes": None}
+        for k in horizons:
+            a = arr[:, k - 1]
+            gain = a[:, 1] - a[:, 2]
+            half = 1.96 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else float("nan")
+            res[f"h{k}"] = {"latent_mse": float(a[:, 0].mean()), "psnr_db": float(a[:, 1].mean()),
+                            "copy_frame_psnr_db": float(a[:, 2].mean()), "copy_latent_psnr_db": float(a[:, 3].mean()),
+                            "copy_latent_mse": float(a[:, 4].mean()),
+                            "gain_over_copy_frame_db": float(gain.mean()),
+                            "gain_over_copy_frame_ci95": [float(gain.mean() - half), float(gain.mean() + half)],
+                            "frac_windows_beating_copy_frame": float((gain > 0).mean()), "n": len(a)}
+        res["curve"] = {"psnr_db": arr[:, :, 1].mean(0).tolist(), "copy_frame_psnr_db": arr[:, :, 2].mean(0).tolist(),
+                        "latent_mse": arr[:, :, 0].mean(0).tolist()}
+        res["episodes"] = len(wins) // max(starts_per_episode, 1)
+        result[outcome] = res
     return {"frame_stride": S, "env_steps_per_frame": S, "by_outcome": result}
+
+
+def drift_plot(res: dict, path: Path) -> None:
+    """PSNR against horizon per outcome, one line per run, copy-frame baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outcomes = sorted({o for r in res["runs"].values() for o in r["by_outcome"]})
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(4.2 * len(outcomes), 3.4), sharey=True, squeeze=False)
+    for ax, o in zip(axes[0], outcomes):
+        base_drawn = False
+        for name, r in res["runs"].items():
+            c = r["by_outcome"].get(o, {}).get("curve")
+            if not c:
+                continue
+            steps = (np.arange(len(c["psnr_db"])) + 1) * r["env_steps_per_frame"]
+            ax.plot(steps, c["psnr_db"], label=name)
+            if not base_drawn:
+                ax.plot(steps, c["copy_frame_psnr_db"], "k--", label="copy current frame")
+                base_drawn = True
+        ax.set_title(f"held-out {o}")
+        ax.set_xlabel("environment steps ahead")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("decoded PSNR (dB)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def tokenizer_psnr(run_dir: Path, max_episodes: int) -> dict:
@@ -148,6 +200,7 @@ def main() -> None:
     a.add_argument("--max-episodes", type=int, default=20, help="held-out episodes per outcome")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="benchmarks/results/ac_error.json")
+    a.add_argument("--plot", default=None, help="drift plot PNG (default: next to --out)")
     args = p.parse_args()
     if args.cmd == "speed":
         res = speed(args.presets.split(","), args.steps, args.threads)
@@ -160,6 +213,7 @@ def main() -> None:
             name, _, path = spec.partition("=")
             res["runs"][name] = {"run_dir": path, **ac_error(Path(path), horizons, args.starts, args.max_episodes,
                                                              args.seed)}
+        drift_plot(res, Path(args.plot or str(Path(args.out).with_suffix("")) + "_drift.png"))
     print(f"wrote {write_result(args.out, res)}")
 
 

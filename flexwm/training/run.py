@@ -50,6 +50,10 @@ class RunConfig:
     tokenizer_path: str | None = field(None, help="reuse a trained tokenizer directory instead of training one")
     latent_dir: str | None = field(
         None, help="keep the latent caches here (shared by runs that use the same tokenizer) instead of RUN/latents")
+    init_from: str | None = field(
+        None, help="start from this checkpoint or run directory (its architecture; new embodiments get adapters)")
+    finetune: str = field("all", choices=("all", "adapters"),
+                          help="with init_from: train everything, or only the data's embodiment adapters")
     tokenizer_steps: int = field(3000, ge=0)
     tokenizer_batch: int = field(64, ge=1)
     tokenizer_max_seconds: float | None = field(None, help="time bound for tokenizer training")
@@ -120,6 +124,19 @@ def _train_paraphrases(task: str) -> list[str]:
         return []
 
 
+def resolve_tokenizer(cfg: RunConfig) -> RunConfig:
+    """A fine-tuning run (init_from) uses the tokenizer of the run it starts from unless told otherwise."""
+    if not cfg.init_from or cfg.tokenizer_path:
+        return cfg
+    src = Path(cfg.init_from)
+    cands = [src / "tokenizer", src.parent.parent / "tokenizer"]  # a run directory, or RUN/checkpoints/step-N
+    found = next((c for c in cands if (c / "model.safetensors").exists()), None)
+    if found is None:
+        raise ConfigError(f"init_from {src} has no tokenizer next to it; set tokenizer_path to the tokenizer "
+                          "its latents were made with")
+    return dataclasses.replace(cfg, tokenizer_path=str(found))
+
+
 def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepared, Any, Any]:
     from flexwm.data import FlexDataset
     from flexwm.models.latent_cache import build_latent_cache
@@ -140,6 +157,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
                                f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert)")
 
     # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
+    cfg = resolve_tokenizer(cfg)
     tok_dir = Path(cfg.tokenizer_path) if cfg.tokenizer_path else run_dir / "tokenizer"
     if (tok_dir / "model.safetensors").exists():
         tokenizer = tok_mod.ConvAutoencoder.from_pretrained(tok_dir)
@@ -240,6 +258,14 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
             if cands:
                 use_para = len(cands) > 1 and rng.random() < cfg.paraphrase_prob
                 text_idx[r] = cands[rng.integers(1, len(cands))] if use_para else cands[0]
+        for name, arr in (("action", actions), ("proprio", proprio), ("latent", lat["context"]),
+                          ("latent", lat["future"])):
+            if not np.isfinite(arr).all():
+                r = int(np.argwhere(~np.isfinite(arr))[0][0])
+                d, i, t = (int(v) for v in rows[r])
+                raise DatasetError(f"non-finite {name} values in the training window at step {t} of episode {i} of "
+                                   f"{cfg.data[d]}; check it with `flexwm data verify {cfg.data[d]}` (and delete the "
+                                   "run's latents/ directory if the latent cache is damaged)")
         has_text = torch.from_numpy(text_idx >= 0)
         text = torch.zeros(B, mcfg.text_dim)
         if bool(has_text.any()):
@@ -290,14 +316,70 @@ class _Forward:
 # ---- the run -----------------------------------------------------------------------------------------------
 
 
-def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, RunConfig]:
-    """A model whose embodiments and action/proprio statistics come from the datasets."""
+# config keys that describe how a model is trained, not what it is: a fine-tuning run may change them
+RECIPE_KEYS = ("variant", "mode_weights", "instruction_drop", "proprio_drop", "score_failure_instruction",
+               "time_sampling", "logit_normal_mean", "logit_normal_std", "video_loss_weight", "action_loss_weight",
+               "success_loss_weight", "progress_loss_weight", "dropout")
+
+
+def _data_embodiments(cfg: RunConfig, prep: Prepared) -> dict[str, dict[str, int]]:
     embodiments: dict[str, dict[str, int]] = {}
     for ds in prep.datasets:
         spec = {"action_dim": ds.action_dim, "proprio_dim": ds.proprio_dim}
         if embodiments.setdefault(ds.embodiment, spec) != spec:
             raise DatasetError(f"datasets disagree on embodiment {ds.embodiment!r}: {embodiments[ds.embodiment]} "
                                f"vs {spec}; give each embodiment its own name")
+    return embodiments
+
+
+def _set_stats(model: wm_mod.FlexWorldModel, prep: Prepared, embodiments: Any) -> None:
+    for emb in embodiments:
+        acts = np.concatenate([c["action"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
+                               for c in cols])
+        prop = np.concatenate([c["proprio"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
+                               for c in cols])
+        lo, hi = np.percentile(acts, 0.5, axis=0), np.percentile(acts, 99.5, axis=0)
+        model.set_action_stats(emb, lo, np.maximum(hi, lo + 1e-3))
+        model.set_proprio_stats(emb, prop.mean(0), prop.std(0) + 1e-3)
+
+
+def _init_model(cfg: RunConfig, prep: Prepared, embodiments: dict) -> tuple[wm_mod.FlexWorldModel, RunConfig]:
+    """The checkpoint's model (architecture, weights, statistics) with adapters added for new embodiments."""
+    src = Path(cfg.init_from)  # type: ignore[arg-type]
+    model = wm_mod.FlexWorldModel.from_pretrained(src)
+    if tuple(model.cfg.latent_shape) != tuple(prep.latent_shape):
+        raise ConfigError(f"init_from {src} works on latents {tuple(model.cfg.latent_shape)} but this run's tokenizer "
+                          f"gives {tuple(prep.latent_shape)}; set tokenizer_path to the tokenizer of {src}")
+    new = []
+    for emb, spec in embodiments.items():
+        old = model.cfg.embodiments.get(emb)
+        if old is None:
+            model.add_embodiment(emb, **spec)
+            new.append(emb)
+        elif dict(old) != spec:
+            raise DatasetError(f"the data's embodiment {emb!r} has {spec} but checkpoint {src} has {dict(old)} for it; "
+                               "collect data with the same action/proprio spaces or give the embodiment a new name")
+    _set_stats(model, prep, new)  # embodiments the checkpoint knows keep the statistics it was trained with
+    mcfg = dataclasses.replace(model.cfg, **{k: getattr(cfg.model, k) for k in RECIPE_KEYS})
+    model.cfg = mcfg
+    if cfg.finetune == "adapters":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for emb in embodiments:
+            for p in model.adapter_parameters(emb):
+                p.requires_grad_(True)
+    return model, dataclasses.replace(cfg, model=mcfg)
+
+
+def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, RunConfig]:
+    """A model whose embodiments and action/proprio statistics come from the datasets (or from `init_from`)."""
+    embodiments = _data_embodiments(cfg, prep)
+    if cfg.init_from:
+        model, cfg = _init_model(cfg, prep, embodiments)
+        validate(cfg)
+        return model, cfg
+    if cfg.finetune != "all":
+        raise ConfigError("config key 'finetune' = 'adapters' needs init_from (a checkpoint to fine-tune)")
     sizes = {tuple(ds.image_size) for ds in prep.datasets}
     if len(sizes) > 1:
         raise DatasetError(f"datasets {cfg.data} have different image sizes {sorted(sizes)}; collect them with "
@@ -307,14 +389,7 @@ def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, 
     validate(cfg)
     torch.manual_seed(cfg.seed)
     model = wm_mod.FlexWorldModel(cfg.model)
-    for emb in embodiments:
-        acts = np.concatenate([c["action"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
-                               for c in cols])
-        prop = np.concatenate([c["proprio"] for ds, cols in zip(prep.datasets, prep.columns) if ds.embodiment == emb
-                               for c in cols])
-        lo, hi = np.percentile(acts, 0.5, axis=0), np.percentile(acts, 99.5, axis=0)
-        model.set_action_stats(emb, lo, np.maximum(hi, lo + 1e-3))
-        model.set_proprio_stats(emb, prop.mean(0), prop.std(0) + 1e-3)
+    _set_stats(model, prep, embodiments)
     if cfg.model.video_residual:
         model.set_video_delta_std(video_delta_std(prep, cfg))
     return model, cfg
@@ -355,6 +430,7 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     rank, world, _ = ddp_setup(cfg.train.device)
     if world > 1 and rank != 0:
         torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the caches; the others then load them
+    cfg = resolve_tokenizer(cfg)
     prep, _, _ = prepare(cfg, run_dir, progress=progress and rank == 0)
     if world > 1 and rank == 0:
         torch.distributed.barrier()

@@ -101,3 +101,64 @@ def test_load_run_gives_a_working_world_model(dataset, tmp_path):
     assert acts.shape == (1, 3, wm.horizon, 2) and torch.isfinite(acts).all()
     with pytest.raises(ConfigError, match="knows embodiments"):
         load_run(tmp_path / "r", embodiment="sawyer")
+
+
+def _write(root, outcomes, embodiment="toy", action_dim=2):
+    with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=2, state_dim=2,
+                       embodiment=embodiment) as w:
+        for i, outcome in enumerate(outcomes):
+            ep = _episode(100 + i, outcome)
+            if action_dim != 2:
+                ep.actions = np.concatenate([ep.actions, np.zeros((len(ep.actions), action_dim - 2), np.float32)], 1)
+            ep.meta.embodiment = embodiment
+            w.add(ep)
+    return root
+
+
+def test_wam_only_without_successes_is_refused(tmp_path):
+    root = _write(tmp_path / "fail", ["failure", "play"] * 3)
+    cfg = _cfg(root)
+    cfg.model.variant = "wam-only"
+    with pytest.raises(DatasetError, match="no success"):
+        train_world_model(cfg, tmp_path / "r", progress=False)
+    assert not list((tmp_path / "r").glob("checkpoints/step-*"))
+
+
+def test_non_finite_values_in_a_batch_name_the_episode_and_step(dataset, tmp_path):
+    cfg = _cfg(dataset)
+    prep, _, _ = prepare(cfg, tmp_path, progress=False)
+    prep.columns[0][2]["action"][5, 1] = np.nan
+    rows = np.flatnonzero((prep.index[:, 1] == 2) & (prep.index[:, 2] == 3))
+    with pytest.raises(DatasetError, match=r"non-finite action .* step 3 of episode 2"):
+        make_batch_fn(prep, cfg)(torch.as_tensor(rows))
+
+
+def test_finetune_only_adapters_of_a_new_embodiment(dataset, tmp_path):
+    from flexwm.models.world_model import FlexWorldModel
+
+    base_dir = tmp_path / "base"
+    train_world_model(_cfg(dataset), base_dir, progress=False)
+    base = FlexWorldModel.from_pretrained(base_dir)
+    new = _write(tmp_path / "arm3", ["success", "failure", "play"] * 2, embodiment="arm3", action_dim=3)
+    cfg = _cfg(new, init_from=str(base_dir), finetune="adapters")
+    train_world_model(cfg, tmp_path / "ft", progress=False)
+    ft = FlexWorldModel.from_pretrained(tmp_path / "ft")
+    assert ft.cfg.embodiments["arm3"] == {"action_dim": 3, "proprio_dim": 2} and "toy" in ft.cfg.embodiments
+    sb, sf = base.state_dict(), ft.state_dict()
+    for k, v in sb.items():  # the trunk and the other embodiment are untouched
+        assert torch.equal(v, sf[k]), k
+    fresh = FlexWorldModel(ft.cfg).adapters["arm3"].state_dict()
+    assert any(not torch.equal(v, sf[f"adapters.arm3.{k}"]) for k, v in fresh.items() if "action" in k)
+    # the run remembers the tokenizer it used, so it loads for evaluation
+    saved = json.loads((tmp_path / "ft" / "run_config.json").read_text())
+    assert saved["tokenizer_path"] == str(base_dir / "tokenizer")
+
+
+def test_init_from_with_other_action_space_is_refused(dataset, tmp_path):
+    base_dir = tmp_path / "base"
+    train_world_model(_cfg(dataset), base_dir, progress=False, until=10)
+    wrong = _write(tmp_path / "toy3", ["success", "play"], embodiment="toy", action_dim=3)
+    with pytest.raises(DatasetError, match=r"embodiment 'toy' has .*'action_dim': 3.* checkpoint .*'action_dim': 2"):
+        train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft", progress=False)
+    with pytest.raises(ConfigError, match="needs init_from"):
+        train_world_model(_cfg(dataset, finetune="adapters"), tmp_path / "x", progress=False)
