@@ -111,3 +111,14 @@ def check_state_dict(expected: dict, state: dict, source: Path, what: str) -> No
         if tuple(state[k].shape) != tuple(v.shape):
             raise ConfigError(f"{what} tensor {k!r} has shape {tuple(state[k].shape)} but config.json implies "
                               f"{tuple(v.shape)}; the config does not belong to these weights")
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return sha256_bytes(Path(path).read_bytes())

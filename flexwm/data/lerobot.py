@@ -52,6 +52,10 @@ VIDEO_PIX_FMT = "yuv420p"
 VIDEO_CRF = 18
 
 EXTRA_COLUMN = "flexwm/extra"
+# sha256 of the episode's data and video files, written with the episode; checked on every read (datasets
+# written before these columns existed have none and are read unchecked)
+DATA_SHA_COLUMN = "flexwm/data_sha256"
+VIDEO_SHA_COLUMN = "flexwm/video_sha256"
 FLEXWM_EPISODE_COLUMNS = ("outcome", "source", "noise", "embodiment", "env_task", "instruction", "seed",
                           EXTRA_COLUMN)
 
@@ -199,7 +203,8 @@ def episodes_schema() -> pa.Schema:
             fields.append((f"stats/{key}/{stat}", pa.list_(pa.int64() if stat == "count" else pa.float64())))
     fields += [("outcome", pa.string()), ("source", pa.string()), ("noise", pa.float64()),
                ("embodiment", pa.string()), ("env_task", pa.string()), ("instruction", pa.string()),
-               ("seed", pa.int64()), (EXTRA_COLUMN, pa.string())]
+               ("seed", pa.int64()), (EXTRA_COLUMN, pa.string()), (DATA_SHA_COLUMN, pa.string()),
+               (VIDEO_SHA_COLUMN, pa.string())]
     return pa.schema(fields)
 
 

@@ -21,6 +21,7 @@ from flexwm.data.episode import Episode, EpisodeMeta
 from flexwm.data.lerobot import (
     ACTION_KEY,
     CODEBASE_VERSION,
+    DATA_SHA_COLUMN,
     ENV_STATE_KEY,
     EPISODES_DIR,
     EXTRA_COLUMN,
@@ -29,14 +30,17 @@ from flexwm.data.lerobot import (
     SUCCESS_KEY,
     TASKS_PATH,
     VIDEO_KEY,
+    VIDEO_SHA_COLUMN,
     chunk_file,
     data_path,
     episode_meta_path,
+    episodes_schema,
     video_path,
     with_totals,
 )
 from flexwm.data.video import decode_video
 from flexwm.errors import DatasetError
+from flexwm.io import sha256_bytes, sha256_file
 
 _FILE_RE = re.compile(r"file-(\d+)\.parquet")
 _CHUNK_RE = re.compile(r"chunk-(\d+)")
@@ -64,7 +68,33 @@ def read_info(root: Path) -> dict:
         version = info.get("codebase_version") if isinstance(info, dict) else None
         raise DatasetError(f"{root} is not a flexwm LeRobot {CODEBASE_VERSION} dataset (codebase_version "
                            f"{version!r}, flexwm block {'present' if isinstance(info, dict) and 'flexwm' in info else 'missing'})")
+    problem = _info_problem(info)
+    if problem:
+        raise DatasetError(f"{path} {problem}; restore it from a copy or re-collect the dataset")
     return info
+
+
+def _is_int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _info_problem(info: dict) -> str | None:
+    """What is wrong with the fields of info.json the reader relies on (None if nothing)."""
+    fx = info.get("flexwm")
+    if not isinstance(fx, dict):
+        return "has a 'flexwm' entry that is not an object"
+    for key, low in (("fps", 1), ("chunks_size", 1)):
+        if not _is_int(info.get(key), low):
+            return f"has {key} = {info.get(key)!r}; it must be an integer >= {low}"
+    for key, low in (("action_dim", 1), ("proprio_dim", 0), ("state_dim", 0)):
+        if not _is_int(fx.get(key), low):
+            return f"has flexwm.{key} = {fx.get(key)!r}; it must be an integer >= {low}"
+    size = fx.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v, 1) for v in size)):
+        return f"has flexwm.image_size = {size!r}; it must be [height, width]"
+    if not isinstance(info.get("robot_type"), str) or not info["robot_type"]:
+        return f"has robot_type = {info.get('robot_type')!r}; it must name the embodiment"
+    return None
 
 
 def list_episode_files(root: Path, chunks_size: int) -> dict[int, Path]:
@@ -103,12 +133,18 @@ def read_episode_rows(root: Path, info: dict) -> list[dict[str, Any]]:
             raise DatasetError(f"{root}: episode {i}'s metadata file {path} is damaged ({e}); {_fix_hint(root)}") from e
         if table.num_rows != 1 or "episode_index" not in table.column_names:
             raise DatasetError(f"{root}: {path} should hold one episode row, found {table.num_rows}; {_fix_hint(root)}")
+        missing = [c for c in _REQUIRED_META if c not in table.column_names]
+        if missing:
+            raise DatasetError(f"{root}: episode {i}'s metadata file {path} lacks columns {missing}; {_fix_hint(root)}")
         row = table.to_pylist()[0]
         problem = _row_problem(row, i, rows[-1] if rows else None)
         if problem:
             raise DatasetError(f"{root}: episode {i}'s metadata ({path}) {problem}; {_fix_hint(root)}")
         rows.append(row)
     return rows
+
+
+_REQUIRED_META = [n for n in episodes_schema().names if n not in (DATA_SHA_COLUMN, VIDEO_SHA_COLUMN)]
 
 
 def _row_problem(row: dict, i: int, prev: dict | None) -> str | None:
@@ -241,7 +277,12 @@ class FlexDataset:
         path = self._data_file(i)
         T, start = int(ep["length"]), int(ep["dataset_from_index"])
         try:
-            table = pq.read_table(path)
+            raw = path.read_bytes()
+            want = ep.get(DATA_SHA_COLUMN)
+            if want and sha256_bytes(raw) != want:
+                raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
+                                   f"the one written with it; {_fix_hint(self.root)}")
+            table = pq.read_table(pa.BufferReader(raw))
             rows_in_file = table.num_rows
             table = table.filter(pc.equal(table["episode_index"], i))
             frame_index = table["frame_index"].to_numpy()
@@ -252,6 +293,7 @@ class FlexDataset:
                 ENV_STATE_KEY: _vectors(table, ENV_STATE_KEY, self.state_dim)[order],
                 SUCCESS_KEY: table[SUCCESS_KEY].to_numpy(zero_copy_only=False).astype(bool)[order],
                 "frame_index": frame_index[order],
+                "timestamp": table["timestamp"].to_numpy()[order],
                 "index": table["index"].to_numpy()[order],
                 "task_index": table["task_index"].to_numpy()[order],
             }
@@ -269,6 +311,8 @@ class FlexDataset:
             problem = "has frame_index values that are not 0..length-1"
         elif not np.array_equal(cols["index"], np.arange(start, start + T)):
             problem = f"has index values that are not dataset_from_index..dataset_to_index-1 ({start}..{start + T - 1})"
+        elif not np.allclose(cols["timestamp"], np.arange(T) / self.fps, atol=1e-3):
+            problem = f"has timestamps that do not match the dataset's fps {self.fps} (meta/info.json)"
         elif not np.all(np.isfinite(cols[ACTION_KEY])) or not np.all(np.isfinite(cols[STATE_KEY])):
             problem = "has non-finite actions or proprio"
         if problem:
@@ -279,6 +323,10 @@ class FlexDataset:
         path = self._video_file(i)
         if not path.is_file():
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is missing; {_fix_hint(self.root)}")
+        want = ep.get(VIDEO_SHA_COLUMN)
+        if want and sha256_file(path) != want:
+            raise DatasetError(f"{self.root}: episode {i}'s video {path} is damaged: its sha256 differs from the one "
+                               f"written with it; {_fix_hint(self.root)}")
         try:
             if self._one_per_file:  # the whole file is the episode: extra frames are damage, not a neighbour
                 return decode_video(path, size=self.image_size)

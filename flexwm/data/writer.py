@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from flexwm.data.episode import Episode
 from flexwm.data.lerobot import (
     ACTION_KEY,
+    DATA_SHA_COLUMN,
     ENV_STATE_KEY,
     EXTRA_COLUMN,
     INFO_PATH,
@@ -33,6 +34,7 @@ from flexwm.data.lerobot import (
     SUCCESS_KEY,
     TASKS_PATH,
     VIDEO_KEY,
+    VIDEO_SHA_COLUMN,
     array_stats,
     chunk_file,
     data_path,
@@ -48,7 +50,7 @@ from flexwm.data.lerobot import (
 from flexwm.data.reader import find_orphans, read_episode_rows, read_info, task_list_of
 from flexwm.data.video import encode_video
 from flexwm.errors import DatasetError
-from flexwm.io import atomic_write, atomic_write_json
+from flexwm.io import atomic_write, atomic_write_json, sha256_file
 
 
 class RunningStats:
@@ -215,6 +217,8 @@ class DatasetWriter:
             "outcome": m.outcome, "source": m.source, "noise": float(m.noise), "embodiment": m.embodiment,
             "env_task": m.task, "instruction": m.instruction, "seed": int(m.seed),
             EXTRA_COLUMN: json.dumps(m.extra, sort_keys=True, default=_json_default),
+            DATA_SHA_COLUMN: sha256_file(data_path(self.root, chunk, file)),
+            VIDEO_SHA_COLUMN: sha256_file(video_path(self.root, chunk, file)),
         }
         meta_table = pa.Table.from_pylist([row], schema=episodes_schema())
         atomic_write(episode_meta_path(self.root, chunk, file), lambda p: pq.write_table(meta_table, p))
