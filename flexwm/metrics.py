@@ -61,3 +61,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Drop rows after `step` (and a torn last line): a run resumed from its checkpoint at `step` then logs
+    the same steps again instead of duplicating them. Atomic. Returns the number of rows dropped."""
+    from flexwm.io import atomic_write_text
+
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    keep = [json.dumps(r) for r in read_metrics(path) if int(r.get("step", 0)) <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+    return len(lines) - len(keep)

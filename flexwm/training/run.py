@@ -29,7 +29,7 @@ import torch
 from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.io import atomic_write_json
-from flexwm.metrics import MetricsLogger
+from flexwm.metrics import MetricsLogger, truncate_metrics
 from flexwm.models import flow
 from flexwm.models import text as text_mod
 from flexwm.models import tokenizer as tok_mod
@@ -444,6 +444,8 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
                       progress=progress)
     if resume:
         trainer.resume()
+    if rank == 0:  # rows logged after the checkpoint we resume from are logged again by this run
+        truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
     with MetricsLogger(run_dir / "metrics.jsonl") as logger:
         trainer.fit(logger, until=until)
     return find_latest(run_dir) or run_dir
