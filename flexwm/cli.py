@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from flexwm.errors import FlexWMError
+from flexwm.errors import ConfigError, FlexWMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flexwm: one flexibly conditioned robot world model.")
@@ -147,8 +147,12 @@ def eval_(
     flow_steps: int = typer.Option(10, help="flow sampler steps"),
     set_: list[str] = typer.Option([], "--set", help="policy config override, e.g. --set population=32"),
     out: Path | None = typer.Option(None, help="JSON result file (default CKPT/eval-POLICY.json)"),
+    resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
 ) -> None:
-    """Evaluate a policy built on a trained model in the real simulator: success with 95% CIs and latency."""
+    """Evaluate a policy built on a trained model in the real simulator: success with 95% CIs and latency.
+
+    The result file is rewritten (atomically) after every task, so an interrupted evaluation resumes with
+    --resume; each task's policy and reset seeds depend only on the task, so resumed == uninterrupted."""
     import numpy as np
     import yaml
 
@@ -165,23 +169,47 @@ def eval_(
         key, _, raw = item.partition("=")
         cfg[key] = yaml.safe_load(raw)
     task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
-    per_task, flags = {}, []
+    out = out or Path(ckpt) / f"eval-{policy}.json"
+    setup = {"ckpt": str(ckpt), "policy": policy, "env": env, "episodes_per_task": episodes, "seed": seed,
+             "max_steps": max_steps, "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg}
+    per_task: dict = {}
+    if out.exists() and not resume:
+        raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
+    if out.exists():
+        try:
+            old = json.loads(out.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{out} is not a readable result file ({e}); remove it or choose another --out") from e
+        differs = sorted(k for k, v in setup.items() if json.loads(json.dumps(old.get(k), default=_jsonable))
+                         != json.loads(json.dumps(v, default=_jsonable)))
+        if differs:
+            raise ConfigError(f"{out} was made with other settings ({differs} differ); use the same options to "
+                              "resume, or choose another --out")
+        per_task = {t: r for t, r in old.get("per_task", {}).items() if t in task_list}
+        if per_task:
+            typer.echo(f"resuming: {len(per_task)} of {len(task_list)} tasks already done in {out}")
+
+    def write(done: bool) -> dict:
+        rates = [r["summary"]["rate"] for r in per_task.values()]
+        flags = [f for r in per_task.values() for f in r["success"]]
+        result = {**setup, "complete": done, "tasks": task_list,
+                  "average_over_tasks": float(np.mean(rates)) if rates else None,
+                  "pooled": success_summary(flags), "per_task": per_task, "command": " ".join(sys.argv)}
+        atomic_write_json(out, json.loads(json.dumps(result, default=_jsonable)))
+        return result
+
     for task in task_list:
+        if task in per_task:
+            continue
         pol = make_policy(policy, wm, cfg or None)
         r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions)
         r.pop("videos", None)
-        per_task[task] = r
-        flags += list(r["success"])
+        per_task[task] = json.loads(json.dumps(r, default=_jsonable))
         s = r["summary"]
         typer.echo(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
                    f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan")
-    rates = [r["summary"]["rate"] for r in per_task.values()]
-    result = {"ckpt": str(ckpt), "policy": policy, "env": env, "episodes_per_task": episodes, "seed": seed,
-              "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg,
-              "average_over_tasks": float(np.mean(rates)), "pooled": success_summary(flags), "per_task": per_task,
-              "command": " ".join(sys.argv)}
-    out = out or Path(ckpt) / f"eval-{policy}.json"
-    atomic_write_json(out, json.loads(json.dumps(result, default=_jsonable)))
+        write(False)
+    result = write(True)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {out}")
 
 

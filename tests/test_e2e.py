@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -44,6 +46,28 @@ def test_collect_train_resume_imagine(tmp_path):
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["pooled"]["episodes"] == 2 and "reach-v3" in out
     assert res["per_task"]["reach-v3"]["latency"]["decisions"] >= 2
+
+    # an evaluation killed after its first task resumes to the same result as an uninterrupted one
+    ev = ["eval", "--ckpt", run, "--tasks", "reach-v3,button-press-v3", "--policy", "random", "--episodes", "2",
+          "--max-steps", "30"]
+    flexwm(*ev, "--out", tmp_path / "ref.json")
+    killed = tmp_path / "killed.json"
+    proc = subprocess.Popen([sys.executable, "-m", "flexwm.cli", *map(str, ev), "--out", killed], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not killed.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = json.loads(killed.read_text())
+    assert partial["complete"] is False and list(partial["per_task"]) == ["reach-v3"]
+    assert "--resume" in subprocess.run([sys.executable, "-m", "flexwm.cli", *map(str, ev), "--out", killed],
+                                        env=ENV, capture_output=True, text=True).stderr
+    flexwm(*ev, "--out", killed, "--resume")
+    ref, got = json.loads((tmp_path / "ref.json").read_text()), json.loads(killed.read_text())
+    assert got["complete"] and ref["pooled"] == got["pooled"]
+    for t in ("reach-v3", "button-press-v3"):
+        assert ref["per_task"][t]["success"] == got["per_task"][t]["success"]
 
     suite = tmp_path / "suite.yaml"
     suite.write_text("policies:\n  - {name: expert, kind: expert}\n  - {name: noisy, kind: noisy, noise: 1.5}\n"
