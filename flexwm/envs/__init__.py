@@ -50,9 +50,20 @@ def list_tasks(env: str) -> list[str]:
 
 
 def make_env(env: str, task: str, image_size: tuple[int, int] = (64, 64), camera: str | None = None,
-             max_episode_steps: int | None = None, fast_render: bool = True) -> RobotEnv:
-    """Build the adapter for `task` of simulator `env`. None = the adapter's default (camera, episode length)."""
+             max_episode_steps: int | None = None, fast_render: bool = True,
+             out_of_range: str = "clip") -> RobotEnv:
+    """Build the adapter for `task` of simulator `env`. None = the adapter's default (camera, episode length).
+    `out_of_range`: "clip" actions outside the action space to it, or "reject" them with an EnvError."""
     _check_env(env)
+    if out_of_range not in ("clip", "reject"):
+        raise EnvError(f"out_of_range must be 'clip' or 'reject', got {out_of_range!r}")
+    built = _make_env(env, task, image_size, camera, max_episode_steps, fast_render)
+    built.out_of_range = out_of_range
+    return built
+
+
+def _make_env(env: str, task: str, image_size: tuple[int, int], camera: str | None,
+              max_episode_steps: int | None, fast_render: bool) -> RobotEnv:
     if env == "metaworld":
         from flexwm.envs.metaworld import MetaWorldEnv
 

@@ -64,20 +64,29 @@ class RobotEnv(ABC):
 
         return canonical_instruction(self.task)
 
+    # what to do with a finite action outside the action space: "clip" it (default) or "reject" it
+    out_of_range: str = "clip"
+
     def check_action(self, action: np.ndarray) -> np.ndarray:
-        """Validate an action: right shape, finite. Returns it as float32 clipped to the action space."""
+        """Validate an action: right shape, finite, and clipped (or rejected, see `out_of_range`) to the action
+        space. Errors name the episode step. Returns float32."""
         a = np.asarray(action, dtype=np.float32)
+        where = f"{self.embodiment}/{self.task} at step {getattr(self, '_t', '?')} of the episode"
         if a.shape != self.action_space.shape:
             raise EnvError(
-                f"{self.embodiment}/{self.task} expects an action of shape {self.action_space.shape}, "
+                f"{where} expects an action of shape {self.action_space.shape}, "
                 f"got {a.shape}; pass one action per step (reshape or slice your action chunk)."
             )
         if not np.all(np.isfinite(a)):
             raise EnvError(
-                f"{self.embodiment}/{self.task} got a non-finite action {a.tolist()}; "
+                f"{where} got a non-finite action {a.tolist()}; "
                 "check the policy output for NaN/inf before stepping the environment."
             )
-        return np.clip(a, self.action_space.low, self.action_space.high)
+        low, high = self.action_space.low, self.action_space.high
+        if self.out_of_range == "reject" and (np.any(a < low) or np.any(a > high)):
+            raise EnvError(f"{where} got action {a.tolist()} outside the action space [{low.tolist()}, "
+                           f"{high.tolist()}]; scale the policy's output, or make the env with out_of_range='clip'")
+        return np.clip(a, low, high)
 
 
 class ScriptedPolicy(ABC):

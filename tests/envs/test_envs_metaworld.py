@@ -211,8 +211,19 @@ def test_bad_actions_tasks_and_cameras_are_clear_errors(reach):
     reach.reset(0)
     with pytest.raises(EnvError, match=r"expects an action of shape \(4,\), got \(3,\)"):
         reach.step(np.zeros(3))
-    with pytest.raises(EnvError, match="non-finite"):
+    reach.step(np.zeros(4))
+    with pytest.raises(EnvError, match=r"reach-v3 at step 1 of the episode got a non-finite"):
         reach.step(np.array([0.0, np.nan, 0.0, 0.0]))
+    # out of range: clipped by default, rejected on request (naming the bounds)
+    assert reach.check_action(np.array([3.0, -3.0, 0.5, 0.0])).tolist() == [1.0, -1.0, 0.5, 0.0]
+    strict = make_env("metaworld", "reach-v3", image_size=(8, 8), out_of_range="reject")
+    strict.reset(0)
+    with pytest.raises(EnvError, match=r"step 0 .* outside the action space"):
+        strict.step(np.array([3.0, 0.0, 0.0, 0.0]))
+    strict.step(np.array([1.0, 0.0, 0.0, -1.0]))
+    strict.close()
+    with pytest.raises(EnvError, match="out_of_range"):
+        make_env("metaworld", "reach-v3", out_of_range="wrap")
     with pytest.raises(EnvError, match=r"(?i)unknown Meta-World task 'door-opn-v3'.*did you mean 'door-open-v3'.*reach-v3"):
         make_env("metaworld", "door-opn-v3")
     with pytest.raises(EnvError, match=r"corner5.*corner2"):
