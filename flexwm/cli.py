@@ -130,7 +130,7 @@ def train(
     extra = list(set_) + ([f"train.steps={steps}"] if steps is not None else [])
     if extra:
         cfg = apply_overrides(cfg, extra)
-    path = train_world_model(cfg, out, resume=resume)
+    path = train_world_model(cfg, out, resume=resume, command=["flexwm", *sys.argv[1:]])
     _echo_json({"checkpoint": str(path), "steps": to_dict(cfg)["train"]["steps"], "out": str(out)})
 
 
@@ -267,6 +267,18 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     typer.echo(format_info(dataset_info(data_dir)))
     write_preview(data_dir, Path(out) / "preview.mp4")
     typer.echo(f"wrote {Path(out) / 'preview.mp4'}")
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="training run directory"),
+           out: Path | None = typer.Option(None, help="HTML file (default RUN/report.html)"),
+           rollouts: int = typer.Option(3, help="held-out episodes shown as real vs imagined videos (0 = none)")
+           ) -> None:
+    """Rebuild the offline HTML report of a run from its saved results (config, curves, evals, videos)."""
+    from flexwm.report import build_report
+
+    path = build_report(run, out, rollouts=rollouts)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def main() -> None:

@@ -421,13 +421,18 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
-                      until: int | None = None) -> Path:
-    """Run (or resume) a training run. Returns the final checkpoint directory."""
+                      until: int | None = None, command: list[str] | None = None) -> Path:
+    """Run (or resume) a training run. Returns the final checkpoint directory. `command` (argv) is appended to
+    RUN/command.json so the report can show how the run was made."""
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.glob("checkpoints/step-*")) and not resume:
         raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = ddp_setup(cfg.train.device)
+    if command is not None and rank == 0:
+        from flexwm.report import record_command
+
+        record_command(run_dir, command)
     if world > 1 and rank != 0:
         torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the caches; the others then load them
     cfg = resolve_tokenizer(cfg)
