@@ -18,6 +18,8 @@ def _file_mode() -> int:
 
 
 _FILE_MODE = _file_mode()
+FILE_MODE = _FILE_MODE
+DIR_MODE = 0o777 & ~(0o666 & ~_FILE_MODE)  # 0777 less the umask
 
 
 def _fsync_dir(path: Path) -> None:

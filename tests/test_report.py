@@ -80,3 +80,32 @@ def test_report_loads_in_headless_chromium(report, tmp_path):
     subprocess.run([*common, "--window-size=1200,1800", f"--screenshot={shot}", path.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_kill9_during_report_generation_then_rebuild(report, tmp_path):
+    """A report build killed at random moments (rollout videos, page write) leaves no partial file that a rerun
+    trusts: the rerun writes a complete page with every video."""
+    import os
+    import random
+    import signal
+    import time
+
+    run, _ = report
+    work = tmp_path / "run"
+    shutil.copytree(run, work, ignore=shutil.ignore_patterns("report", "report.html"))
+    cmd = [sys.executable, "-m", "flexwm.cli", "report", str(work), "--rollouts", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = random.Random(1)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 6.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (work / "report.html").exists():  # a page that exists is complete (written atomically)
+            assert (work / "report.html").read_text().rstrip().endswith("</html>")
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+    page = (work / "report.html").read_text()
+    items = json.loads((work / "report" / "rollouts.json").read_text())
+    assert page.count("data:video/webm;base64,") == len(items) + sum("wam" in r for r in items) >= 2
+    assert not list(work.rglob(".*.tmp"))

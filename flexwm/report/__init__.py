@@ -86,6 +86,8 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
     index_path = out_dir / "rollouts.json"
     if index_path.exists():
         return json.loads(index_path.read_text())
+    for stale in out_dir.glob(".*.tmp"):  # left by a build killed mid-write
+        stale.unlink(missing_ok=True)
     split_path = run_dir / "split.json"
     if not split_path.exists():
         raise ConfigError(f"{run_dir} has no split.json; pass a training run directory (flexwm train --out)")
@@ -328,5 +330,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts
         commands=[{"time": c["time"], "argv": " ".join(c["argv"])} for c in commands],
         config=json.dumps(json.loads((run_dir / "run_config.json").read_text()), indent=2))
     path = Path(out) if out else run_dir / "report.html"
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     atomic_write_text(path, page)
     return path

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flexwm.errors import FlexWMError
-from flexwm.io import PICKLE_SUFFIXES, atomic_write_json
+from flexwm.io import DIR_MODE, FILE_MODE, PICKLE_SUFFIXES, atomic_write_json
 
 
 class CheckpointError(FlexWMError):
@@ -91,7 +91,8 @@ def save_checkpoint(run_dir: str | Path, *, step: int, model_state: dict[str, to
         if rng:
             save_file(_contiguous(rng), str(ts / "rng.safetensors"))
         (ts / "state.json").write_text(json.dumps({"step": step, **(state or {})}, indent=1))
-        for f in tmp.rglob("*"):
+        for f in [tmp, *tmp.rglob("*")]:  # modes as for normally created files (mkdtemp/safetensors give 0600)
+            os.chmod(f, DIR_MODE if f.is_dir() else FILE_MODE)
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())

@@ -51,6 +51,10 @@ def test_checkpoint_is_safetensors_and_json_only(tmp_path):
     latest = find_latest(tmp_path)
     files = sorted(p.suffix for p in latest.rglob("*") if p.is_file())
     assert set(files) <= {".safetensors", ".json"}
+    from flexwm.io import DIR_MODE, FILE_MODE
+
+    for p in [latest, *latest.rglob("*")]:  # readable by the group/others the umask allows, like any file
+        assert p.stat().st_mode & 0o777 == (DIR_MODE if p.is_dir() else FILE_MODE), p
     ck = load_checkpoint(tmp_path)
     assert ck["state"]["step"] == 10 and ck["config"] == {"x": 1}
     torch.save({"a": 1}, latest / "evil.pt")
