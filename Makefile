@@ -15,7 +15,7 @@ export PYOPENGL_PLATFORM ?= egl
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint bench-collect clean browser
+.PHONY: install demo demo-checkpoint test test-fast lint bench-collect clean browser
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ endif
 
 demo: install
 	$(VENV)/bin/flexwm demo --out runs/demo
+
+# reproduce the checkpoint shipped in flexwm/assets/demo (collect + train with the demo preset, ~15 min on 2 cores)
+demo-checkpoint: install
+	$(VENV)/bin/flexwm demo --train --out runs/demo-train
+	$(VENV)/bin/flexwm export-demo runs/demo-train/model
 
 test: install browser
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q

@@ -62,7 +62,8 @@ def speed(presets: list[str], steps: int, threads: int) -> dict:
 
 
 @torch.no_grad()
-def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_episodes: int, seed: int) -> dict:
+def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_episodes: int, seed: int,
+             split_from: Path | None = None) -> dict:
     """Open-loop action-conditioned rollouts from held-out start frames, compared frame by frame with the truth.
 
     Two baselines on the same windows: `copy_frame` (the current real frame, i.e. nothing moves) and
@@ -75,7 +76,15 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
     from flexwm.models.tokenizer import psnr
 
     wm = load_run(run_dir)
-    split = json.loads((run_dir / "split.json").read_text())
+    split = json.loads(((split_from or run_dir) / "split.json").read_text())
+    if split_from is not None:  # evaluate on another run's held-out episodes: none may be trained on here
+        own = dict(zip(*json.loads((run_dir / "split.json").read_text()).values()))
+        for d, held in zip(split["data"], split["heldout"]):
+            mine = set(own.get(d, []))
+            n_seen = max(mine) + 1 if mine else 0  # every 10th episode is held out, so this bounds what it saw
+            clash = sorted(i for i in held if i < n_seen and i not in mine)
+            if clash:
+                raise SystemExit(f"{run_dir} trained on episodes {clash[:5]} of {d} that {split_from} holds out")
     S, C = wm.frame_stride, wm.model.cfg.context_frames
     n_frames = max(horizons)
     g = torch.Generator().manual_seed(seed)
@@ -201,6 +210,7 @@ def main() -> None:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", default="benchmarks/results/ac_error.json")
     a.add_argument("--plot", default=None, help="drift plot PNG (default: next to --out)")
+    a.add_argument("--split-from", default=None, help="evaluate every run on this run's held-out episodes")
     args = p.parse_args()
     if args.cmd == "speed":
         res = speed(args.presets.split(","), args.steps, args.threads)
@@ -211,8 +221,9 @@ def main() -> None:
         res = {"seed": args.seed, "runs": {}}
         for spec in args.runs:
             name, _, path = spec.partition("=")
+            split_from = Path(args.split_from) if args.split_from else None
             res["runs"][name] = {"run_dir": path, **ac_error(Path(path), horizons, args.starts, args.max_episodes,
-                                                             args.seed)}
+                                                             args.seed, split_from)}
         drift_plot(res, Path(args.plot or str(Path(args.out).with_suffix("")) + "_drift.png"))
     print(f"wrote {write_result(args.out, res)}")
 

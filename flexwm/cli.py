@@ -148,6 +148,7 @@ def eval_(
     set_: list[str] = typer.Option([], "--set", help="policy config override, e.g. --set population=32"),
     out: Path | None = typer.Option(None, help="JSON result file (default CKPT/eval-POLICY.json)"),
     resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
+    videos: int = typer.Option(0, help="episodes per task saved as real | imagined-plan videos for the report"),
 ) -> None:
     """Evaluate a policy built on a trained model in the real simulator: success with 95% CIs and latency.
 
@@ -202,8 +203,14 @@ def eval_(
         if task in per_task:
             continue
         pol = make_policy(policy, wm, cfg or None)
-        r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions)
-        r.pop("videos", None)
+        r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
+                            record_video=videos)
+        recorded = r.pop("videos", None)
+        if recorded:
+            from flexwm.report import save_eval_videos
+
+            run_dir = Path(ckpt) if (Path(ckpt) / "run_config.json").exists() else Path(ckpt).parent.parent
+            save_eval_videos(run_dir, policy, task, recorded)
         per_task[task] = json.loads(json.dumps(r, default=_jsonable))
         s = r["summary"]
         typer.echo(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
@@ -252,21 +259,23 @@ def _jsonable(x):
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
-         episodes: int = typer.Option(4, help="episodes per task and source"),
-         workers: int = typer.Option(2, help="worker processes")) -> None:
-    """Collect a small Meta-World dataset (successes, failures, play) and write a preview video."""
-    from flexwm.collect import CollectConfig
-    from flexwm.collect import collect as run_collect
-    from flexwm.data.inspect import dataset_info, format_info, write_preview
+         train: bool = typer.Option(False, help="train the demo model here instead of using the shipped one"),
+         episodes: int = typer.Option(4, help="episodes collected per task and source"),
+         eval_episodes: int = typer.Option(3, help="real-simulator episodes per way to act"),
+         workers: int = typer.Option(2, help="collection worker processes")) -> None:
+    """Everything in one command on a CPU: collect, model, act (wam, best-of-n, cem, hybrid), evaluate policies,
+    and write OUT/report.html. Resumes: a rerun skips finished stages."""
+    from flexwm.demo import run_demo
 
-    data_dir = Path(out) / "data"
-    cfg = CollectConfig(env="metaworld", tasks=["door-open-v3", "button-press-v3", "drawer-close-v3"],
-                        sources=["expert", "noisy", "play"], episodes=episodes, noise=[0.5],
-                        workers=workers, max_steps=150)
-    run_collect(cfg, data_dir, resume=True)
-    typer.echo(format_info(dataset_info(data_dir)))
-    write_preview(data_dir, Path(out) / "preview.mp4")
-    typer.echo(f"wrote {Path(out) / 'preview.mp4'}")
+    run_demo(out, train=train, episodes=episodes, workers=workers, eval_episodes=eval_episodes)
+
+
+@app.command("export-demo", hidden=True)
+def export_demo(run: Path = typer.Argument(..., help="a training run of the demo preset")) -> None:
+    """Write a run's latest checkpoint (fp16) and tokenizer into flexwm/assets/demo (maintainers)."""
+    from flexwm.demo import export_demo_checkpoint
+
+    typer.echo(f"wrote {export_demo_checkpoint(run)}")
 
 
 @app.command()

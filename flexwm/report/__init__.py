@@ -27,7 +27,7 @@ import numpy as np
 from flexwm.errors import ConfigError
 from flexwm.io import atomic_write_json, atomic_write_text
 
-__all__ = ["build_report", "make_rollouts", "encode_webm", "record_command"]
+__all__ = ["build_report", "make_rollouts", "encode_webm", "record_command", "save_eval_videos"]
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------
@@ -135,6 +135,22 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
     return items
 
 
+def save_eval_videos(run_dir: str | Path, policy: str, task: str, videos: list[dict], scale: int = 3) -> None:
+    """Real-simulator episodes (from evaluate_policy(record_video=k)) as real | imagined-plan videos, listed in
+    RUN/report/eval_videos.json for the report. Imagined frames are black where no plan covered that step."""
+    out_dir = Path(run_dir) / "report"
+    index = out_dir / "eval_videos.json"
+    items = [v for v in (json.loads(index.read_text()) if index.exists() else [])
+             if not (v["policy"] == policy and v["task"] == task)]
+    for v in videos:
+        real, imag = np.asarray(v["real"]), np.asarray(v["imagined"])
+        name = f"eval-{policy}-{task}-ep{v['episode']}.webm"
+        atomic_write_bytes_(out_dir / name, encode_webm(_upscale(np.concatenate([real, imag], 2), scale), fps=20))
+        items.append({"policy": policy, "task": task, "episode": int(v["episode"]), "file": name,
+                      "frames": int(len(real)), "plans": len(v.get("plans", []))})
+    atomic_write_json(index, items)
+
+
 def atomic_write_bytes_(path: Path, data: bytes) -> None:
     from flexwm.io import atomic_write_bytes
 
@@ -211,6 +227,12 @@ episodes); each frame is {{ rollouts[0].env_steps_per_frame }} environment steps
 <video controls loop muted autoplay playsinline src="data:video/webm;base64,{{ r.data }}"></video>
 <p>"{{ r.instruction }}"</p><p class="note">first proposed actions: {{ r.actions[:2] }}</p></div>{% endfor %}</div>
 {% endif %}{% endif %}
+
+{% if eval_videos %}<h2>Acting in the real simulator: real rollout (left) beside the model's imagined plan (right)</h2>
+<div class="grid">{% for r in eval_videos %}<div class="card">
+<video controls loop muted autoplay playsinline src="data:video/webm;base64,{{ r.data }}"></video>
+<p><b>{{ r.policy }}</b> on {{ r.task }}, episode {{ r.episode }}: {{ r.frames }} frames, {{ r.plans }} plans</p>
+</div>{% endfor %}</div>{% endif %}
 
 {% if evals %}<h2>Success in the real simulator, per way to act</h2>
 <table><tr><th>policy</th><th>tasks</th><th>episodes</th><th>success</th><th>95% CI</th><th>avg over tasks</th>
@@ -321,11 +343,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts
     b64 = lambda name: base64.b64encode((run_dir / "report" / name).read_bytes()).decode()  # noqa: E731
     ac = [{**r, "data": b64(r["file"])} for r in items]
     wam = [{**r["wam"], "data": b64(r["wam"]["file"])} for r in items if "wam" in r]
+    ev_index = run_dir / "report" / "eval_videos.json"
+    eval_videos = [{**v, "data": b64(v["file"])} for v in json.loads(ev_index.read_text())] if ev_index.exists() else []
     metrics = run_dir / "metrics.jsonl"
     commands = json.loads((run_dir / "command.json").read_text()) if (run_dir / "command.json").exists() else []
     page = jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(
         name=run_dir.name, run_dir=str(run_dir), built=time.strftime("%Y-%m-%d %H:%M"),
-        rollouts=ac, wam=wam, n_videos=len(ac) + len(wam), evals=_evals(run_dir),
+        rollouts=ac, wam=wam, eval_videos=eval_videos, n_videos=len(ac) + len(wam) + len(eval_videos), evals=_evals(run_dir),
         policy_evals=_policy_evals(run_dir), curves=_curves(read_metrics(metrics)) if metrics.exists() else None,
         commands=[{"time": c["time"], "argv": " ".join(c["argv"])} for c in commands],
         config=json.dumps(json.loads((run_dir / "run_config.json").read_text()), indent=2))

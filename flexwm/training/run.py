@@ -42,7 +42,7 @@ OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2}
 
 @dataclass
 class RunConfig:
-    preset: str = field("cpu", choices=("tiny", "cpu", "gpu"))
+    preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
     seed: int = 0
     device: str = "cpu"
@@ -70,6 +70,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                  text=dataclasses.asdict(text_mod.preset("tiny")), model=dataclasses.asdict(wm_mod.preset("tiny")),
                  train=dict(steps=30, batch_size=16, lr=1e-3, warmup_steps=5, ckpt_every=10, log_every=5,
                             ema_decay=0.9)),
+    # `flexwm demo`'s shipped checkpoint: a few MB, trains in ~10 minutes on 2 CPU cores
+    "demo": dict(tokenizer=dataclasses.asdict(tok_mod.preset("cpu")), tokenizer_steps=1500,
+                 tokenizer_max_seconds=180.0, text=dataclasses.asdict(text_mod.preset("cpu")),
+                 model=dataclasses.asdict(wm_mod.preset("cpu", d_model=128, n_layers=3, n_heads=4)),
+                 train=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, ckpt_every=500, log_every=25,
+                            ema_decay=0.995)),
     "cpu": dict(tokenizer=dataclasses.asdict(tok_mod.preset("cpu")), tokenizer_steps=3000,
                 tokenizer_max_seconds=480.0, text=dataclasses.asdict(text_mod.preset("cpu")),
                 model=dataclasses.asdict(wm_mod.preset("cpu")),
