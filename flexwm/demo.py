@@ -191,6 +191,11 @@ def export_demo_checkpoint(run_dir: str | Path, dest: Path = ASSET_DIR) -> Path:
     for name in ("metrics.jsonl", "command.json"):
         if (run_dir / name).exists():
             shutil.copy(run_dir / name, dest / name)
+    from flexwm.io import FILE_MODE
+
+    for f in dest.rglob("*"):
+        if f.is_file():
+            f.chmod(FILE_MODE)
     steps = json.loads((ckpt / "training_state" / "state.json").read_text())["step"]
     atomic_write_text(dest / "RECIPE.md", f"""# The shipped demo checkpoint
 

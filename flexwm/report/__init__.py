@@ -98,6 +98,9 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
     items: list[dict] = []
     for d, held in zip(split["data"], split["heldout"]):
         ds = FlexDataset(d)
+        is_held = bool(held)
+        if not held:  # a dataset too small to hold any episode out: show training episodes, labelled so
+            held = list(range(len(ds)))
         by_outcome: dict[str, list[int]] = {}
         for i in held:
             by_outcome.setdefault(ds.episodes[i]["outcome"], []).append(i)
@@ -118,7 +121,7 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
             name = f"ac-ds{d.__hash__() & 0xffff:04x}-ep{i}.webm"
             atomic_write_bytes_(out_dir / name, encode_webm(_upscale(side, scale), fps=4))
             item = {"kind": "ac", "file": name, "episode": i, "dataset": d, "outcome": meta["outcome"],
-                    "task": meta["env_task"], "frames": int(k), "env_steps_per_frame": S}
+                    "task": meta["env_task"], "frames": int(k), "env_steps_per_frame": S, "heldout": is_held}
             instr = meta["instruction"]
             if instr:
                 with torch.no_grad():
@@ -218,10 +221,12 @@ videos labelled <em>imagined</em> come from the world model. Intervals are 95% W
 {% if rollouts %}
 <h2>Action-conditioned simulation: real (left) vs imagined (right)</h2>
 <p class="note">The model sees only the first real frame and the episode's real actions (open loop, held-out
-episodes); each frame is {{ rollouts[0].env_steps_per_frame }} environment steps.</p>
+episodes unless marked); each frame is {{ rollouts[0].env_steps_per_frame }} environment steps.</p>
 <div class="grid">{% for r in rollouts %}<div class="card">
 <video controls loop muted autoplay playsinline src="data:video/webm;base64,{{ r.data }}"></video>
-<p><b>{{ r.task }}</b>, {{ r.outcome }} episode {{ r.episode }}, {{ r.frames }} frames</p></div>{% endfor %}</div>
+<p><b>{{ r.task }}</b>, {{ r.outcome }} episode {{ r.episode }}, {{ r.frames }} frames
+{% if r.heldout is defined and not r.heldout %}(a <em>training</em> episode: the dataset holds none out){% endif %}</p>
+</div>{% endfor %}</div>
 {% if wam %}<h2>Generated plans (WAM mode): start frame (left) vs imagined chunk (right)</h2>
 <div class="grid">{% for r in wam %}<div class="card">
 <video controls loop muted autoplay playsinline src="data:video/webm;base64,{{ r.data }}"></video>
