@@ -63,7 +63,7 @@ def speed(presets: list[str], steps: int, threads: int) -> dict:
 
 @torch.no_grad()
 def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_episodes: int, seed: int,
-             split_from: Path | None = None) -> dict:
+             split_from: Path | None = None, zero_noise: bool = False, flow_steps: int = 10) -> dict:
     """Open-loop action-conditioned rollouts from held-out start frames, compared frame by frame with the truth.
 
     Two baselines on the same windows: `copy_frame` (the current real frame, i.e. nothing moves) and
@@ -75,7 +75,7 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
     from flexwm.inference import load_run
     from flexwm.models.tokenizer import psnr
 
-    wm = load_run(run_dir)
+    wm = load_run(run_dir, steps=flow_steps)
     split = json.loads(((split_from or run_dir) / "split.json").read_text())
     if split_from is not None:  # evaluate on another run's held-out episodes: none may be trained on here
         own = dict(zip(*json.loads((run_dir / "split.json").read_text()).values()))
@@ -105,7 +105,12 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
                 ctx_idx = np.clip(t0 - S * np.arange(C - 1, -1, -1), 0, None)
                 state = wm.encode(ep.frames[None, ctx_idx], ep.proprio[None, t0])
                 acts = torch.from_numpy(ep.actions[None, t0 : t0 + n_frames * S])
-                pred = wm.rollout(state, acts, generator=g)[0].float()  # (n_frames, c, h, w)
+                noise = None
+                if zero_noise:  # the flow ODE from the noise mean: a deterministic, mean-like prediction
+                    cfg = wm.model.cfg
+                    n_chunks = -(-acts.shape[1] // cfg.action_horizon)
+                    noise = torch.zeros(1, n_chunks, cfg.future_frames, *cfg.latent_shape)
+                pred = wm.rollout(state, acts, generator=g, noise=noise)[0].float()  # (n_frames, c, h, w)
                 true_frames = ep.frames[t0 + S * np.arange(1, n_frames + 1)]
                 true_lat = wm.tokenizer.encode(true_frames).float()
                 cur_lat = wm.tokenizer.encode(ep.frames[t0 : t0 + 1]).float()
@@ -137,7 +142,8 @@ def ac_error(run_dir: Path, horizons: list[int], starts_per_episode: int, max_ep
                         "latent_mse": arr[:, :, 0].mean(0).tolist()}
         res["episodes"] = len(wins) // max(starts_per_episode, 1)
         result[outcome] = res
-    return {"frame_stride": S, "env_steps_per_frame": S, "by_outcome": result}
+    return {"frame_stride": S, "env_steps_per_frame": S, "zero_noise": zero_noise, "flow_steps": flow_steps,
+            "by_outcome": result}
 
 
 def drift_plot(res: dict, path: Path) -> None:
@@ -211,6 +217,8 @@ def main() -> None:
     a.add_argument("--out", default="benchmarks/results/ac_error.json")
     a.add_argument("--plot", default=None, help="drift plot PNG (default: next to --out)")
     a.add_argument("--split-from", default=None, help="evaluate every run on this run's held-out episodes")
+    a.add_argument("--zero-noise", action="store_true", help="deterministic rollouts from zero initial noise")
+    a.add_argument("--flow-steps", type=int, default=10)
     args = p.parse_args()
     if args.cmd == "speed":
         res = speed(args.presets.split(","), args.steps, args.threads)
@@ -223,7 +231,8 @@ def main() -> None:
             name, _, path = spec.partition("=")
             split_from = Path(args.split_from) if args.split_from else None
             res["runs"][name] = {"run_dir": path, **ac_error(Path(path), horizons, args.starts, args.max_episodes,
-                                                             args.seed, split_from)}
+                                                             args.seed, split_from, args.zero_noise,
+                                                             args.flow_steps)}
         drift_plot(res, Path(args.plot or str(Path(args.out).with_suffix("")) + "_drift.png"))
     print(f"wrote {write_result(args.out, res)}")
 

@@ -81,7 +81,8 @@ class WorldModelConfig:
     score_failure_instruction: bool = field(
         True, help="score mode keeps the attempted instruction of failures (else success <=> has text)")
     video_residual: bool = field(
-        False, help="generate future latents as scaled differences from the last context latent (copying is 0)")
+        False, help="generate future latents as scaled differences from the last context latent (copying is 0); "
+                    "measured worse on Meta-World (benchmarks/results/ac_error_variants.json), so off by default")
     time_sampling: str = field("logit_normal", choices=("uniform", "logit_normal"))
     logit_normal_mean: float = field(0.0)
     logit_normal_std: float = field(1.0, ge=0.01)
@@ -155,11 +156,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                  actions_per_token=2, d_model=64, n_layers=2, n_heads=4),
     # this machine (2 CPU cores): 4 + 3*16 + 4 = 56 tokens
     "cpu": dict(latent_shape=(4, 8, 8), patch_size=2, context_frames=1, action_horizon=8, frame_stride=4,
-                actions_per_token=2, d_model=256, n_layers=4, n_heads=4, video_residual=True),
+                actions_per_token=2, d_model=256, n_layers=4, n_heads=4),
     # an accelerator: 4 + 6*16 + 8 = 108 tokens, ~57M parameters
     "gpu": dict(latent_shape=(4, 8, 8), patch_size=2, context_frames=2, action_horizon=16, frame_stride=4,
-                actions_per_token=2, d_model=512, n_layers=12, n_heads=8, dropout=0.0,
-                video_residual=True),
+                actions_per_token=2, d_model=512, n_layers=12, n_heads=8, dropout=0.0),
 }
 
 

@@ -73,7 +73,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `flexwm demo`'s shipped checkpoint: a few MB, trains in ~10 minutes on 2 CPU cores
     "demo": dict(tokenizer=dataclasses.asdict(tok_mod.preset("cpu")), tokenizer_steps=1500,
                  tokenizer_max_seconds=180.0, text=dataclasses.asdict(text_mod.preset("cpu")),
-                 model=dataclasses.asdict(wm_mod.preset("cpu", d_model=128, n_layers=3, n_heads=4)),
+                 model=dataclasses.asdict(wm_mod.preset("cpu", d_model=128, n_layers=3, n_heads=4,
+                                                        video_residual=True)),  # as the shipped checkpoint
                  train=dict(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100, ckpt_every=500, log_every=25,
                             ema_decay=0.995)),
     "cpu": dict(tokenizer=dataclasses.asdict(tok_mod.preset("cpu")), tokenizer_steps=3000,
