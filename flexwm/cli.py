@@ -145,6 +145,7 @@ def eval_(
     max_steps: int | None = typer.Option(None, help="episode length limit"),
     instructions: str = typer.Option("eval", help="instruction split: eval (held out) | train | canonical"),
     flow_steps: int = typer.Option(10, help="flow sampler steps"),
+    ac_noise: str = typer.Option("sample", help="action-conditioned rollouts: sample | zero (deterministic)"),
     set_: list[str] = typer.Option([], "--set", help="policy config override, e.g. --set population=32"),
     out: Path | None = typer.Option(None, help="JSON result file (default CKPT/eval-POLICY.json)"),
     resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
@@ -164,7 +165,7 @@ def eval_(
     from flexwm.planning import make_policy
     from flexwm.planning.evaluate import evaluate_policy
 
-    wm = load_run(ckpt, steps=flow_steps) if policy != "random" else load_run(ckpt)
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise) if policy != "random" else load_run(ckpt)
     cfg = {}
     for item in set_:
         key, _, raw = item.partition("=")
@@ -172,7 +173,8 @@ def eval_(
     task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
     out = out or Path(ckpt) / f"eval-{policy}.json"
     setup = {"ckpt": str(ckpt), "policy": policy, "env": env, "episodes_per_task": episodes, "seed": seed,
-             "max_steps": max_steps, "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg}
+             "max_steps": max_steps, "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg,
+             "ac_noise": ac_noise}
     per_task: dict = {}
     if out.exists() and not resume:
         raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
@@ -230,6 +232,7 @@ def evaluate_policies(
     seed: int = typer.Option(10_000, help="first reset seed"),
     horizon: int | None = typer.Option(None, help="steps per episode (default: the env's limit)"),
     flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
+    ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero (deterministic)"),
     out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
@@ -237,7 +240,7 @@ def evaluate_policies(
     from flexwm.evaluation.policy_eval import evaluate_suite
     from flexwm.inference import load_run
 
-    wm = load_run(ckpt, steps=flow_steps)
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise)
     out = out or Path(ckpt) / f"policy-eval-{task}"
     res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out)
     for p in res["policies"]:

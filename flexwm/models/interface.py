@@ -70,9 +70,14 @@ class FlexWorldModelAdapter:
     """WorldModel backed by a FlexWorldModel for one embodiment."""
 
     def __init__(self, model: FlexWorldModel, tokenizer: Any, text_encoder: Any = None, *, embodiment: str,
-                 steps: int = 10, cfg_scale: float = 1.0):
+                 steps: int = 10, cfg_scale: float = 1.0, ac_noise: str = "sample"):
+        if ac_noise not in ("sample", "zero"):
+            raise ConfigError(f"ac_noise must be 'sample' or 'zero', got {ac_noise!r}")
         self.model, self.tokenizer, self.text_encoder = model, tokenizer, text_encoder
         self.embodiment, self.steps, self.cfg_scale = embodiment, steps, cfg_scale
+        # "zero": action-conditioned rollouts start the flow from zero noise, a deterministic mean-like
+        # prediction (lower error, see benchmarks/train.py ac-error --zero-noise); "sample": a random future
+        self.ac_noise = ac_noise
         self.action_dim = model.adapter(embodiment).action_dim
         self.horizon, self.frame_stride = model.cfg.action_horizon, model.cfg.frame_stride
 
@@ -121,6 +126,9 @@ class FlexWorldModelAdapter:
         if T % H:
             actions = torch.cat([actions, actions[:, -1:].expand(B, n_chunks * H - T, A)], 1)
         context, proprio, chunks = state.context, state.proprio, []
+        if noise is None and self.ac_noise == "zero":
+            noise = torch.zeros(B, n_chunks, cfg.future_frames, *cfg.latent_shape, device=self._param.device,
+                                dtype=self._param.dtype)
         for k in range(n_chunks):
             cond = dict(embodiment=state.embodiment, context=context, proprio=proprio,
                         actions=actions[:, k * H:(k + 1) * H])

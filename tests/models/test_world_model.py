@@ -250,3 +250,21 @@ def test_rollout_chunks_match_single_chunk_sampling() -> None:
                             generate={"video"}, steps=3, noise={"video": noise[:, 0]})["video"]
     assert torch.equal(video[:, : cfg.future_frames], first)
     assert not torch.equal(video[:, cfg.future_frames:], first)
+
+
+def test_zero_ac_noise_rollouts_are_deterministic() -> None:
+    model = make_model()
+    cfg = model.cfg
+    state = LatentState(context=torch.randn(2, cfg.context_frames, *cfg.latent_shape), proprio=torch.randn(2, 5),
+                        embodiment="arm")
+    actions = torch.randn(2, 2 * cfg.action_horizon, 3)
+    zero = FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", steps=3, ac_noise="zero")
+    sampled = FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", steps=3)
+    with torch.no_grad():
+        a = zero.rollout(state, actions, generator=torch.Generator().manual_seed(1))
+        b = zero.rollout(state, actions, generator=torch.Generator().manual_seed(2))
+        c = sampled.rollout(state, actions, noise=torch.zeros(2, 2, cfg.future_frames, *cfg.latent_shape))
+        d = sampled.rollout(state, actions, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, d)
+    with pytest.raises(ConfigError, match="ac_noise"):
+        FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", ac_noise="mean")
