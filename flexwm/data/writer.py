@@ -247,8 +247,10 @@ class DatasetWriter:
         if ep.meta.embodiment != s["embodiment"]:
             bad.append(f"embodiment is {ep.meta.embodiment!r}, expected {s['embodiment']!r}")
         for k in ("actions", "proprio", "state"):
-            if not bad and not np.all(np.isfinite(getattr(ep, k))):
-                bad.append(f"{k} has NaN/inf values")
+            arr = np.asarray(getattr(ep, k), dtype=np.float64)
+            if not bad and not np.all(np.isfinite(arr)):
+                step = int(np.argwhere(~np.isfinite(arr.reshape(T, -1)))[0][0])
+                bad.append(f"{k} has NaN/inf values (first at step {step})")
         if bad:
             raise DatasetError(f"episode ({ep.meta.embodiment}/{ep.meta.task}, seed {ep.meta.seed}) does not fit "
                                f"dataset {self.root}: " + "; ".join(bad))

@@ -256,7 +256,7 @@ def test_bad_episode_is_rejected_and_nothing_written(tmp_path):
             w.add(ep)
         ep = make_episode(2)
         ep.proprio[3, 1] = np.nan
-        with pytest.raises(DatasetError, match="proprio has NaN"):
+        with pytest.raises(DatasetError, match=r"seed 2\) .*proprio has NaN/inf values \(first at step 3\)"):
             w.add(ep)
         assert w.add(make_episode(3)) == 1
     assert len(FlexDataset(tmp_path / "ds")) == 2 and verify(tmp_path / "ds")["damaged"] == []
