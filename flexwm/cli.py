@@ -134,12 +134,54 @@ def train(
     _echo_json({"checkpoint": str(path), "steps": to_dict(cfg)["train"]["steps"], "out": str(out)})
 
 
+@app.command("train-bc")
+def train_bc_cmd(
+    data: Path = typer.Option(..., help="dataset directory (its success episodes are the demonstrations)"),
+    out: Path = typer.Option(..., help="output directory (model.safetensors, config.json, train_info.json)"),
+    preset: str = typer.Option("cpu", help="tiny | cpu | gpu (sized like the world-model preset of that name)"),
+    steps: int = typer.Option(4000, help="optimizer steps"),
+    batch_size: int = typer.Option(32, help="samples per step (4000 x 32 = the cpu world model's sample budget)"),
+    lr: float = typer.Option(3e-4, help="AdamW learning rate"),
+    heldout_every: int = typer.Option(10, help="skip every k-th episode, as flexwm train holds them out (0: use all)"),
+    max_demos: int | None = typer.Option(None, help="use only the first N success episodes (few-shot baselines)"),
+    seed: int = typer.Option(0, help="initialisation and sampling seed"),
+) -> None:
+    """Train the behaviour-cloning baseline (no world model) on a dataset's successes; evaluate it with
+    flexwm eval --policy bc --ckpt OUT."""
+    import time
+
+    from flexwm.data import FlexDataset
+    from flexwm.io import atomic_write_json
+    from flexwm.planning.bc import train_bc
+
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a BC model; choose another --out or remove it")
+    ds = FlexDataset(data)
+    idx = [i for i in range(len(ds)) if heldout_every < 2 or i % heldout_every != heldout_every - 1]
+    idx = [i for i in idx if ds.episodes[i]["outcome"] == "success"]
+    if max_demos is not None:
+        idx = idx[:max_demos]
+    start = time.perf_counter()
+    model, info = train_bc(ds, preset, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                           progress=True)
+    model.save_pretrained(out)
+    losses = info.pop("losses")
+    atomic_write_json(out / "train_info.json", {
+        **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "train_episodes": idx, "wall_s": time.perf_counter() - start,
+        "loss_first_50": float(sum(losses[:50]) / max(1, len(losses[:50]))),
+        "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:]))), "losses": losses[::10],
+        "command": " ".join(["flexwm", *sys.argv[1:]])})
+    _echo_json({"out": str(out), "episodes": info["episodes"], "parameters": info["parameters"],
+                "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))})
+
+
 @app.command("eval")
 def eval_(
     ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory"),
     env: str = typer.Option("metaworld", help="metaworld | pusht"),
     tasks: str = typer.Option("avdc", help="comma-separated task names, or 'avdc'"),
-    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | random"),
+    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | random | bc (--ckpt: a flexwm train-bc directory)"),
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),
@@ -165,7 +207,13 @@ def eval_(
     from flexwm.planning import make_policy
     from flexwm.planning.evaluate import evaluate_policy
 
-    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise) if policy != "random" else load_run(ckpt)
+    bc_model = None
+    if policy == "bc":
+        from flexwm.planning import BCModel
+
+        wm, bc_model = None, BCModel.from_pretrained(ckpt)
+    else:
+        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise) if policy != "random" else load_run(ckpt)
     cfg = {}
     for item in set_:
         key, _, raw = item.partition("=")
@@ -204,7 +252,7 @@ def eval_(
     for task in task_list:
         if task in per_task:
             continue
-        pol = make_policy(policy, wm, cfg or None)
+        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model)
         r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
                             record_video=videos)
         recorded = r.pop("videos", None)

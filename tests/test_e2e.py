@@ -69,6 +69,26 @@ def test_collect_train_resume_imagine(tmp_path):
     for t in ("reach-v3", "button-press-v3"):
         assert ref["per_task"][t]["success"] == got["per_task"][t]["success"]
 
+    # the behaviour-cloning baseline: trained by its own command, evaluated by the same eval command
+    bc, demos = tmp_path / "bc", tmp_path / "demos"  # 24-step episodes hold no successes: collect 2 that do
+    flexwm("collect", "--tasks", "reach-v3", "--source", "expert", "--episodes", "2", "--max-steps", "60",
+           "--workers", "1", "--out", demos)
+    r = subprocess.run([sys.executable, "-m", "flexwm.cli", "train-bc", "--data", data, "--preset", "tiny",
+                        "--out", bc], env=ENV, capture_output=True, text=True)
+    assert r.returncode != 0 and "no success episodes" in r.stderr
+    out = json.loads(flexwm("train-bc", "--data", demos, "--preset", "tiny", "--out", bc, "--steps", "120",
+                            "--batch-size", "8", "--heldout-every", "0"))
+    info = json.loads((bc / "train_info.json").read_text())
+    assert out["episodes"] == info["episodes"] == len(info["train_episodes"]) > 0
+    assert info["loss_last_50"] < info["loss_first_50"]  # it learns something in 120 steps
+    r = subprocess.run([sys.executable, "-m", "flexwm.cli", "train-bc", "--data", demos, "--preset", "tiny",
+                        "--out", bc], env=ENV, capture_output=True, text=True)
+    assert r.returncode != 0 and "already holds a BC model" in r.stderr
+    flexwm("eval", "--ckpt", bc, "--tasks", "reach-v3", "--policy", "bc", "--episodes", "2", "--max-steps", "8",
+           "--out", tmp_path / "bc.json")
+    res = json.loads((tmp_path / "bc.json").read_text())
+    assert res["pooled"]["episodes"] == 2 and res["per_task"]["reach-v3"]["policy"] == "bc"
+
     suite = tmp_path / "suite.yaml"
     suite.write_text("policies:\n  - {name: expert, kind: expert}\n  - {name: noisy, kind: noisy, noise: 1.5}\n"
                      "  - {name: random, kind: random}\n")
