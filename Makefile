@@ -15,7 +15,7 @@ export PYOPENGL_PLATFORM ?= egl
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-checkpoint test test-fast lint bench-collect clean browser
+.PHONY: install demo demo-checkpoint test test-fast lint bench bench-gpu bench-collect clean browser
 
 install: $(STAMP)
 
@@ -55,6 +55,14 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check flexwm tests benchmarks
+
+# the headline benchmark: flexible vs wam-only vs ac-only (+ behaviour cloning) on the same data and compute;
+# collects data/avdc if missing, resumes every stage (hours on 2 CPU cores; see README "Headline benchmark")
+bench: install
+	$(VENV)/bin/python benchmarks/bench.py --preset cpu --data data/avdc --prefix runs/bench-cpu
+
+bench-gpu: install
+	$(VENV)/bin/python benchmarks/bench.py --preset gpu --data data/avdc --prefix runs/bench-gpu --jobs 4
 
 bench-collect: install
 	$(VENV)/bin/python benchmarks/collect.py --out benchmarks/results/collect.json

@@ -13,12 +13,14 @@ can rebuild the exact model, tokenizer and text encoder:
     RUN/split.json             held-out episodes per dataset (never trained on)
     RUN/checkpoints/step-*/    world-model checkpoints (config.json there is this run config)
     RUN/metrics.jsonl          training curves
+    RUN/summary.json           written when the last step is reached: step, wall time, final losses
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -458,6 +460,29 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
         trainer.resume()
     if rank == 0:  # rows logged after the checkpoint we resume from are logged again by this run
         truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+    start, first_step = time.perf_counter(), trainer.step
     with MetricsLogger(run_dir / "metrics.jsonl") as logger:
         trainer.fit(logger, until=until)
+    if rank == 0 and trainer.step >= cfg.train.steps:
+        write_summary(run_dir, trainer.step, time.perf_counter() - start, trainer.step - first_step)
     return find_latest(run_dir) or run_dir
+
+
+def write_summary(run_dir: Path, step: int, wall_s: float, steps_this_process: int) -> None:
+    """RUN/summary.json once training reached its last step: the step, the wall time of the last process that
+    trained (over its steps; earlier interrupted processes are not counted) and the last logged losses."""
+    rows = []
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    tail = [r for r in rows if "loss" in r][-10:]
+    keys = sorted({k for r in tail for k in r if k.startswith("loss")})
+    atomic_write_json(run_dir / "summary.json", {
+        "step": step, "wall_s": wall_s, "steps_timed": steps_this_process,
+        "steps_per_s": steps_this_process / wall_s if wall_s > 0 else None,
+        "final_losses_mean_last_10_logs": {k: float(sum(r[k] for r in tail if k in r) / max(1, sum(k in r for r in tail)))
+                                           for k in keys}})
