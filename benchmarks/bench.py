@@ -7,11 +7,11 @@ cache, same training steps and batch), with a behaviour-cloning baseline of simi
 Stages (each resumes or is skipped when its output exists, so an interrupted benchmark continues):
   1. data        flexwm collect of the 11 AVDC tasks: experts, noisy experts (failures) and play (if --data is missing)
   2. train       flexwm train --variant flexible | ac-only | wam-only, sharing the first run's tokenizer + latents
-  3. bc          flexwm train-bc on the same successes (same held-out split, same samples seen)
-  4. act         benchmarks/act.py: WAM and hybrid success for every variant (cem for the action-conditioned
-                 ones), bc and random, on held-out instructions in the real simulator, with decision latency
-  5. ac-error    benchmarks/train.py ac-error: action-conditioned prediction error on held-out success,
+  3. ac-error    benchmarks/train.py ac-error: action-conditioned prediction error on held-out success,
                  failure and play episodes (latent MSE, decoded PSNR at 1/4/16 frames) for each variant
+  4. bc          flexwm train-bc on the same successes (same held-out split, same samples seen)
+  5. act         benchmarks/act.py: WAM and hybrid success for every variant (cem for the action-conditioned
+                 ones), bc and random, on held-out instructions in the real simulator, with decision latency
   6. policy-eval flexwm evaluate-policies (examples/suite.yaml) with each variant that can simulate
   7. speed       benchmarks/imagine.py (imagined vs real steps/s) and benchmarks/train.py speed
 Writes benchmarks/results/bench_<preset>.json (every number with the file it came from) and prints a
@@ -69,6 +69,8 @@ def main() -> None:
     p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu (world model and bc)")
     p.add_argument("--data", default="data/avdc", help="dataset (collected first if missing)")
     p.add_argument("--prefix", default=None, help="run directories PREFIX-VARIANT (default runs/bench-PRESET)")
+    p.add_argument("--tokenizer-run", default=None,
+                   help="reuse this run's tokenizer/ and latents/ for all variants (default: the flexible run's)")
     p.add_argument("--tasks", default="avdc", help="tasks to collect and act on (comma-separated, or avdc)")
     p.add_argument("--collect-episodes", type=int, default=30, help="expert episodes per task when collecting")
     p.add_argument("--collect-max-steps", type=int, default=200)
@@ -120,6 +122,9 @@ def main() -> None:
     stage("train")
     runs = {v: Path(f"{prefix}-{v}") for v in VARIANTS}
     share: list[str] = []
+    if args.tokenizer_run:
+        tok = Path(args.tokenizer_run)
+        share = ["--set", f"tokenizer_path={tok / 'tokenizer'}", "--set", f"latent_dir={tok / 'latents'}"]
     for v in VARIANTS:
         cmd = flexwm("train", "--data", data, "--preset", args.preset, "--variant", v, "--out", runs[v], *share)
         if args.steps:
@@ -132,7 +137,16 @@ def main() -> None:
     cfg = json.loads((runs["flexible"] / "run_config.json").read_text())
     samples = cfg["train"]["steps"] * cfg["train"]["batch_size"]
 
-    # 3. behaviour cloning with the same number of samples
+    # 3. action-conditioned error on held-out episodes, all variants on the flexible run's split
+    ac_json = parts / "ac_error.json"
+    if "ac-error" not in skip and not ac_json.exists():
+        stage("ac-error")
+        run([sys.executable, str(HERE / "train.py"), "ac-error", "--runs", *[f"{v}={runs[v]}" for v in VARIANTS],
+             "--split-from", runs["flexible"], "--starts", 2, "--max-episodes", args.ac_episodes, "--zero-noise",
+             "--flow-steps", args.flow_steps, "--out", ac_json], log)
+        done("ac-error")
+
+    # 4. behaviour cloning with the same number of samples
     stage("bc")
     bc = Path(f"{prefix}-bc")
     if not (bc / "model.safetensors").exists():
@@ -141,7 +155,7 @@ def main() -> None:
                    "--heldout-every", cfg.get("heldout_every", 10)), log)
     done("bc")
 
-    # 4. acting on the real simulator
+    # 5. acting on the real simulator
     act_json = parts / "act.json"
     if "act" not in skip:
         stage("act")
@@ -152,15 +166,6 @@ def main() -> None:
             cmd += ["--max-steps", args.max_steps]
         run(cmd, log)
         done("act")
-
-    # 5. action-conditioned error on held-out episodes, all variants on the flexible run's split
-    ac_json = parts / "ac_error.json"
-    if "ac-error" not in skip and not ac_json.exists():
-        stage("ac-error")
-        run([sys.executable, str(HERE / "train.py"), "ac-error", "--runs", *[f"{v}={runs[v]}" for v in VARIANTS],
-             "--split-from", runs["flexible"], "--starts", 2, "--max-episodes", args.ac_episodes, "--zero-noise",
-             "--flow-steps", args.flow_steps, "--out", ac_json], log)
-        done("ac-error")
 
     # 6. closed-loop policy evaluation with each variant that was trained to simulate
     pe: dict[str, Path] = {}
