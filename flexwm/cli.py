@@ -145,6 +145,7 @@ def train_bc_cmd(
     heldout_every: int = typer.Option(10, help="skip every k-th episode, as flexwm train holds them out (0: use all)"),
     max_demos: int | None = typer.Option(None, help="use only the first N success episodes (few-shot baselines)"),
     seed: int = typer.Option(0, help="initialisation and sampling seed"),
+    no_proprio: bool = typer.Option(False, "--no-proprio", help="images and instruction only (for RL in imagination)"),
 ) -> None:
     """Train the behaviour-cloning baseline (no world model) on a dataset's successes; evaluate it with
     flexwm eval --policy bc --ckpt OUT."""
@@ -163,12 +164,12 @@ def train_bc_cmd(
         idx = idx[:max_demos]
     start = time.perf_counter()
     model, info = train_bc(ds, preset, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           progress=True)
+                           progress=True, use_proprio=not no_proprio)
     model.save_pretrained(out)
     losses = info.pop("losses")
     atomic_write_json(out / "train_info.json", {
         **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
-        "seed": seed, "train_episodes": idx, "wall_s": time.perf_counter() - start,
+        "seed": seed, "use_proprio": not no_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
         "loss_first_50": float(sum(losses[:50]) / max(1, len(losses[:50]))),
         "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:]))), "losses": losses[::10],
         "command": " ".join(["flexwm", *sys.argv[1:]])})
@@ -268,6 +269,44 @@ def eval_(
         write(False)
     result = write(True)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {out}")
+
+
+@app.command()
+def improve(
+    bc: Path = typer.Option(..., help="a flexwm train-bc --no-proprio directory: the policy to improve"),
+    task: str = typer.Option(..., help="task name (start states come from its simulator)"),
+    out: Path = typer.Option(..., help="output directory: the improved BC model and improve_log.json"),
+    ckpt: Path | None = typer.Option(None, help="world-model run to train in (imagination)"),
+    real: bool = typer.Option(False, "--real", help="train in the real simulator instead (same algorithm)"),
+    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    flow_steps: int = typer.Option(4, help="flow sampler steps of the imagined rollouts"),
+    set_: list[str] = typer.Option([], "--set", help="ImproveConfig override, e.g. --set iterations=8"),
+) -> None:
+    """Improve a behaviour-cloning policy by RL in imagination (positive-advantage weighted regression on
+    batched imagined rollouts scored by the success head), or in the real simulator with --real."""
+    from flexwm.config import apply_overrides
+    from flexwm.io import atomic_write_json
+    from flexwm.planning import BCModel
+    from flexwm.rl.improve import ImproveConfig, improve_bc
+
+    if (ckpt is None) == (not real):
+        raise ConfigError("give --ckpt RUN (train in imagination) or --real (train in the simulator), not both")
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a model; choose another --out or remove it")
+    cfg = apply_overrides(ImproveConfig(), list(set_)) if set_ else ImproveConfig()
+    policy = BCModel.from_pretrained(bc)
+    wm = None
+    if ckpt is not None:
+        from flexwm.inference import load_run
+
+        wm = load_run(ckpt, steps=flow_steps)
+    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env, progress=True)
+    model.save_pretrained(out)
+    atomic_write_json(out / "improve_log.json", json.loads(json.dumps(
+        {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(sys.argv)},
+        default=_jsonable)))
+    _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
+                "wall_s": log["wall_s"]})
 
 
 @app.command("evaluate-policies")

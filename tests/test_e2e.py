@@ -77,7 +77,7 @@ def test_collect_train_resume_imagine(tmp_path):
                         "--out", bc], env=ENV, capture_output=True, text=True)
     assert r.returncode != 0 and "no success episodes" in r.stderr
     out = json.loads(flexwm("train-bc", "--data", demos, "--preset", "tiny", "--out", bc, "--steps", "120",
-                            "--batch-size", "8", "--heldout-every", "0"))
+                            "--batch-size", "8", "--heldout-every", "0", "--no-proprio"))
     info = json.loads((bc / "train_info.json").read_text())
     assert out["episodes"] == info["episodes"] == len(info["train_episodes"]) > 0
     assert info["loss_last_50"] < info["loss_first_50"]  # it learns something in 120 steps
@@ -88,6 +88,15 @@ def test_collect_train_resume_imagine(tmp_path):
            "--out", tmp_path / "bc.json")
     res = json.loads((tmp_path / "bc.json").read_text())
     assert res["pooled"]["episodes"] == 2 and res["per_task"]["reach-v3"]["policy"] == "bc"
+    # ... and improved by RL in imagination (one tiny iteration: the plumbing, not the gain; see tests/rl)
+    out = json.loads(flexwm("improve", "--bc", bc, "--ckpt", run, "--task", "reach-v3", "--out", tmp_path / "bc-rl",
+                            "--set", "iterations=1", "--set", "starts=2", "--set", "samples=2", "--set", "max_steps=8",
+                            "--set", "updates=2", "--flow-steps", "2"))
+    log = json.loads((tmp_path / "bc-rl" / "improve_log.json").read_text())
+    assert log["backend"] == "imagination" and len(out["mean_return_per_iteration"]) == 1
+    r = subprocess.run([sys.executable, "-m", "flexwm.cli", "improve", "--bc", bc, "--task", "reach-v3", "--out",
+                        tmp_path / "x", "--ckpt", run, "--real"], env=ENV, capture_output=True, text=True)
+    assert r.returncode != 0 and "not both" in r.stderr
 
     suite = tmp_path / "suite.yaml"
     suite.write_text("policies:\n  - {name: expert, kind: expert}\n  - {name: noisy, kind: noisy, noise: 1.5}\n"

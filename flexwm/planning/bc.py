@@ -151,17 +151,18 @@ def _instructions(ep: Any, paraphrase_prob: float) -> list[str]:
 def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None, episodes: Sequence[int] | None = None,
              steps: int = 2000, batch_size: int = 64, lr: float = 3e-4, weight_decay: float = 1e-4,
              paraphrase_prob: float = 0.5, augment: int = 4, seed: int = 0, device: str | torch.device = "cpu",
-             progress: bool = False) -> tuple[BCModel, dict[str, Any]]:
+             progress: bool = False, use_proprio: bool = True) -> tuple[BCModel, dict[str, Any]]:
     """Fit a BC model to the success episodes of `data` (a FlexDataset, its path, or a list of Episodes;
     `episodes` picks dataset indices, e.g. the world model's training split). Image size, action and proprio
-    dims come from the data. Returns (model in eval mode, {"losses": per-step MSE, "samples", "parameters"})."""
+    dims come from the data; `use_proprio=False` gives an image-and-instruction-only policy (one that can act
+    on imagined frames, which carry no proprioception). Returns (model in eval mode, {"losses": per-step MSE, "samples", "parameters"})."""
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     eps = _success_episodes(data, episodes)
     if not eps:
         raise DatasetError("train_bc found no success episodes; collect expert data (flexwm collect --source expert)")
     frames = np.concatenate([e.frames for e in eps])
     cfg = dataclasses.replace(cfg, image_size=tuple(frames.shape[1:3]), action_dim=int(eps[0].actions.shape[1]),
-                              proprio_dim=int(eps[0].proprio.shape[1]))
+                              proprio_dim=int(eps[0].proprio.shape[1]) if use_proprio else 0)
     if text_encoder is None:
         from flexwm.models.text import make_text_encoder
 
