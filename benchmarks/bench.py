@@ -14,8 +14,9 @@ Stages (each resumes or is skipped when its output exists, so an interrupted ben
                  ones), bc and random, on held-out instructions in the real simulator, with decision latency
   6. policy-eval flexwm evaluate-policies (examples/suite.yaml) with each variant that can simulate
   7. speed       benchmarks/imagine.py (imagined vs real steps/s) and benchmarks/train.py speed
+  8. rl          benchmarks/rl.py: a weak BC improved by RL in each simulating variant vs in the real simulator
 Writes benchmarks/results/bench_<preset>.json (every number with the file it came from) and prints a
-markdown table for the README. RL gain is reported as not measured until flexwm has an imagination RL trainer.
+markdown table for the README.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def main() -> None:
     p.add_argument("--pe-horizon", type=int, default=None, help="steps per policy-evaluation episode")
     p.add_argument("--pe-suite", default=str(HERE.parent / "examples" / "suite.yaml"))
     p.add_argument("--ac-episodes", type=int, default=15, help="held-out episodes per outcome for ac-error")
+    p.add_argument("--rl-variants", default="flexible,ac-only", help="variants to run RL in imagination with")
+    p.add_argument("--rl-tasks", default="button-press-topdown-v3,handle-press-v3,faucet-open-v3")
+    p.add_argument("--rl-episodes", type=int, default=50, help="real episodes per task before and after RL")
+    p.add_argument("--rl-bc-steps", type=int, default=1500, help="steps of the weak BC")
+    p.add_argument("--rl-set", action="append", default=[], help="ImproveConfig override for the rl stage")
     p.add_argument("--jobs", type=int, default=2, help="evaluations at once (one thread each)")
     p.add_argument("--skip", default="", help="comma-separated stages to skip (e.g. speed)")
     p.add_argument("--out", default=None, help="summary JSON (default benchmarks/results/bench_PRESET.json)")
@@ -192,7 +198,20 @@ def main() -> None:
                  "--out", speed_json], log)
         done("speed")
 
-    summary = summarize(runs, bc, act_json, ac_json, pe, imagine_json, speed_json)
+    # 8. RL in imagination: a weak BC improved in each simulating variant, and in the real simulator
+    rl: dict[str, Path] = {}
+    if "rl" not in skip:
+        stage("rl")
+        for v in filter(None, args.rl_variants.split(",")):
+            rl[v] = parts / f"rl_{v}.json"
+            if not rl[v].exists():
+                extra = [x for o in args.rl_set for x in ("--set", o)]
+                run([sys.executable, str(HERE / "rl.py"), "--run", runs[v], "--data", data, "--tasks", args.rl_tasks,
+                     "--episodes", args.rl_episodes, "--flow-steps", args.flow_steps,
+                     "--bc-preset", args.preset, "--bc-steps", args.rl_bc_steps, *extra, "--out", rl[v]], log)
+        done("rl")
+
+    summary = summarize(runs, bc, act_json, ac_json, pe, imagine_json, speed_json, rl)
     summary["stage_seconds"] = stage_s
     summary["setup"] = {k: v for k, v in vars(args).items()}
     write_result(out, summary)
@@ -205,7 +224,7 @@ def _read(path: Path) -> dict | None:
 
 
 def summarize(runs: dict[str, Path], bc: Path, act_json: Path, ac_json: Path, pe: dict[str, Path],
-              imagine_json: Path, speed_json: Path) -> dict:
+              imagine_json: Path, speed_json: Path, rl: dict[str, Path]) -> dict:
     rows: dict[str, dict] = {v: {"run": str(runs[v])} for v in VARIANTS}
     rows["bc"], rows["random"] = {"run": str(bc)}, {}
     for v in VARIANTS:
@@ -227,14 +246,17 @@ def summarize(runs: dict[str, Path], bc: Path, act_json: Path, ac_json: Path, pe
         if res:
             rows[v]["policy_eval"] = {k: res.get(k) for k in ("task", "pearson", "spearman", "mmrv")}
     for v in rows:
-        rows[v]["rl_gain"] = None  # no imagination RL trainer yet (issue 6)
+        res = _read(rl[v]) if v in rl else None
+        rows[v]["rl_gain"] = None if res is None else {
+            "imagination_points": res["gain_imagination_points"], "real_same_budget_points": res["gain_real_points"],
+            "before": res["average"]["before"], "tasks": res["tasks"], "episodes_per_task": res["episodes_per_task"]}
     imagine, speed = _read(imagine_json), _read(speed_json)
     return {"rows": rows, "files": {"act": str(act_json), "ac_error": str(ac_json),
                                     "policy_eval": {k: str(v) for k, v in pe.items()},
-                                    "imagine_speed": str(imagine_json), "train_speed": str(speed_json)},
+                                    "imagine_speed": str(imagine_json), "train_speed": str(speed_json),
+                                    "rl": {k: str(v) for k, v in rl.items()}},
             "imagined_over_real_steps": imagine and imagine.get("best_imagined_over_real"),
-            "train_samples_per_s": speed and {k: v.get("samples_per_s") for k, v in speed.get("presets", {}).items()},
-            "rl_gain_note": "not measured: flexwm has no imagination RL trainer yet (issue 6)"}
+            "train_samples_per_s": speed and {k: v.get("samples_per_s") for k, v in speed.get("presets", {}).items()}}
 
 
 def markdown(summary: dict) -> str:
@@ -258,6 +280,13 @@ def markdown(summary: dict) -> str:
         f = lambda x: "nan" if x is None or x != x else f"{x:.2f}"  # noqa: E731
         return f"{f(r['pearson'])} / {f(r['mmrv'])}"
 
+    def rlg(row: dict) -> str:
+        r = row.get("rl_gain")
+        if not r:
+            return "not run"
+        return (f"{r['imagination_points']:+.0f} pts (from {r['before']:.0%}; real-sim same budget "
+                f"{r['real_same_budget_points']:+.0f})")
+
     lines = ["| model | WAM success | hybrid success | CEM success | AC latent MSE h1 / h16, failure | play | "
              "policy eval Pearson / MMRV | RL gain |", "|---|---|---|---|---|---|---|---|"]
     rows = summary["rows"]
@@ -269,7 +298,7 @@ def markdown(summary: dict) -> str:
             continue
         lines.append(f"| {name} | {pct(row, 'wam_success')} | {pct(row, 'hybrid_success')} | "
                      f"{pct(row, 'cem_success')} | {ac(row, 'failure')} | {ac(row, 'play')} | {pe(row)} | "
-                     f"{'not measured' if row.get('rl_gain') is None else row['rl_gain']} |")
+                     f"{rlg(row)} |")
     copy = (rows["flexible"].get("ac_error") or {}).get("failure")
     if copy:
         lines.append(f"\ncopy-the-current-frame latent MSE (failure, h1 / h16): {copy['h1']['copy_latent_mse']:.3f} / "

@@ -20,7 +20,10 @@ def test_bench_tiny(tmp_path):
     cmd = [sys.executable, str(BENCH), "--preset", "tiny", "--data", tmp_path / "data", "--prefix", tmp_path / "b",
            "--tasks", "reach-v3", "--collect-episodes", "10", "--collect-max-steps", "60", "--steps", "12",
            "--bc-steps", "20", "--episodes", "1", "--max-steps", "16", "--pe-task", "reach-v3", "--pe-episodes", "1",
-           "--pe-horizon", "16", "--ac-episodes", "2", "--jobs", "2", "--skip", "speed", "--out", out]
+           "--pe-horizon", "16", "--ac-episodes", "2", "--jobs", "2", "--skip", "speed", "--rl-variants", "flexible",
+           "--rl-tasks", "reach-v3", "--rl-episodes", "1", "--rl-bc-steps", "20", "--rl-set", "iterations=1",
+           "--rl-set", "starts=2", "--rl-set", "samples=2", "--rl-set", "max_steps=16", "--rl-set", "updates=2",
+           "--out", out]
     r = subprocess.run(list(map(str, cmd)), env=ENV, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())
@@ -32,6 +35,7 @@ def test_bench_tiny(tmp_path):
         assert rows[v]["cem_success"] and "mmrv" in rows[v]["policy_eval"]
     assert "cem_success" not in rows["wam-only"] and "policy_eval" not in rows["wam-only"]
     assert rows["bc"]["bc_success"]["pooled"]["episodes"] == 1
+    assert rows["flexible"]["rl_gain"]["episodes_per_task"] == 1 and rows["ac-only"]["rl_gain"] is None
     assert rows["random"]["random_success"]["pooled"]["episodes"] == 1
     assert set(json.loads(Path(res["files"]["ac_error"]).read_text())["runs"]) == {"flexible", "ac-only", "wam-only"}
     assert "| flexible |" in r.stdout and res["machine"]["cpu_count"]
