@@ -34,6 +34,10 @@ def eval_command(ckpt: str, policy: str, out: Path, args: argparse.Namespace) ->
         cmd += ["--max-steps", str(args.max_steps)]
     if args.videos:
         cmd += ["--videos", str(args.videos)]
+    for item in args.policy_set:
+        pol, _, kv = item.partition(":")
+        if pol == policy:
+            cmd += ["--set", kv]
     if out.exists():
         cmd.append("--resume")
     return cmd
@@ -77,6 +81,8 @@ def main() -> None:
     p.add_argument("--ac-noise", default="sample", choices=("sample", "zero"))
     p.add_argument("--instructions", default="eval", choices=("eval", "train", "canonical"))
     p.add_argument("--videos", type=int, default=0)
+    p.add_argument("--set", dest="policy_set", action="append", default=[],
+                   help="POLICY:key=value, a policy config override (repeatable), e.g. cem:population=16")
     p.add_argument("--jobs", type=int, default=1, help="evaluations at once")
     p.add_argument("--threads", type=int, default=None, help="torch threads per evaluation (default 2 / jobs)")
     p.add_argument("--out", default="benchmarks/results/act.json")
@@ -100,7 +106,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(lambda j: run_pair(*j, args), jobs))
     setup = {k: getattr(args, k) for k in ("tasks", "episodes", "seed", "max_steps", "flow_steps", "ac_noise",
-                                           "instructions", "jobs", "threads")}
+                                           "instructions", "jobs", "threads", "policy_set")}
     write_result(args.out, {"setup": setup, "runs": runs, "rows": rows})
     print(f"{'model':10s} {'policy':10s} {'avg':>6s} {'pooled (95% CI)':>22s} {'s/decision':>10s}")
     for r in rows:

@@ -90,6 +90,10 @@ def main() -> None:
     p.add_argument("--rl-episodes", type=int, default=50, help="real episodes per task before and after RL")
     p.add_argument("--rl-bc-steps", type=int, default=1500, help="steps of the weak BC")
     p.add_argument("--rl-set", action="append", default=[], help="ImproveConfig override for the rl stage")
+    p.add_argument("--act-pairs", nargs="+", default=None,
+                   help="VARIANT:policy,policy,... to run instead of the default pairs (e.g. to save time)")
+    p.add_argument("--act-set", action="append", default=[],
+                   help="POLICY:key=value policy override for the act stage (repeatable), e.g. cem:population=16")
     p.add_argument("--jobs", type=int, default=2, help="evaluations at once (one thread each)")
     p.add_argument("--skip", default="", help="comma-separated stages to skip (e.g. speed)")
     p.add_argument("--out", default=None, help="summary JSON (default benchmarks/results/bench_PRESET.json)")
@@ -166,8 +170,9 @@ def main() -> None:
     if "act" not in skip:
         stage("act")
         cmd = [sys.executable, str(HERE / "act.py"), "--runs", *[f"{v}={runs[v]}" for v in VARIANTS],
-               "--pairs", *[f"{v}:{','.join(PAIRS[v])}" for v in VARIANTS], "--bc", bc, "--tasks", args.tasks,
-               "--episodes", args.episodes, "--flow-steps", args.flow_steps, "--jobs", args.jobs, "--out", act_json]
+               "--pairs", *(args.act_pairs or [f"{v}:{','.join(PAIRS[v])}" for v in VARIANTS]), "--bc", bc, "--tasks", args.tasks,
+               "--episodes", args.episodes, "--flow-steps", args.flow_steps, "--jobs", args.jobs, "--out", act_json,
+               *[x for o in args.act_set for x in ("--set", o)]]
         if args.max_steps:
             cmd += ["--max-steps", args.max_steps]
         run(cmd, log)
