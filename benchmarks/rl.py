@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/rl.json")
     args = p.parse_args()
 
-    from flexwm.config import apply_overrides
+    from flexwm.config import apply_overrides, to_dict
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
@@ -110,8 +110,7 @@ def main() -> None:
         return sum(r[key]["summary"]["rate"] for r in rows.values()) / len(rows)
 
     res = {"run": args.run, "data": args.data, "tasks": tasks, "demos_per_task": args.demos,
-           "episodes_per_task": args.episodes, "seed": args.seed, "improve_config": json.loads(json.dumps(
-               cfg.__dict__)), "per_task": rows, "average": {k: avg(k) for k in ("before", "imagination", "real")}}
+           "episodes_per_task": args.episodes, "seed": args.seed, "improve_config": to_dict(cfg), "per_task": rows, "average": {k: avg(k) for k in ("before", "imagination", "real")}}
     res["gain_imagination_points"] = 100 * (res["average"]["imagination"] - res["average"]["before"])
     res["gain_real_points"] = 100 * (res["average"]["real"] - res["average"]["before"])
     write_result(args.out, res)

@@ -167,14 +167,15 @@ def train_bc_cmd(
                            progress=True, use_proprio=not no_proprio)
     model.save_pretrained(out)
     losses = info.pop("losses")
+    first, last = losses[:50], losses[-50:]
+    summary = {"out": str(out), "episodes": info["episodes"], "parameters": info["parameters"],
+               "loss_last_50": float(sum(last) / max(1, len(last)))}
     atomic_write_json(out / "train_info.json", {
         **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
         "seed": seed, "use_proprio": not no_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
-        "loss_first_50": float(sum(losses[:50]) / max(1, len(losses[:50]))),
-        "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:]))), "losses": losses[::10],
-        "command": " ".join(["flexwm", *sys.argv[1:]])})
-    _echo_json({"out": str(out), "episodes": info["episodes"], "parameters": info["parameters"],
-                "loss_last_50": float(sum(losses[-50:]) / max(1, len(losses[-50:])))})
+        "loss_first_50": float(sum(first) / max(1, len(first))), "loss_last_50": summary["loss_last_50"],
+        "losses": losses[::10], "command": " ".join(["flexwm", *sys.argv[1:]])})
+    _echo_json(summary)
 
 
 @app.command("eval")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -25,16 +26,26 @@ def encode_video(frames: np.ndarray, path: str | Path, fps: int, crf: int = VIDE
     yuv420p needs even sizes: odd heights/widths are padded by repeating the last row/column and cropped
     again by `decode_video(..., size=(H, W))`.
     """
+    # tiny frames: encoder threads cost more than they give
+    encode_frames(frames, str(path), container_format="mp4", codec=VIDEO_ENCODER, rate=Fraction(int(fps), 1),
+                  options={"crf": str(crf), "preset": "medium"}, thread_count=1)
+
+
+def encode_frames(frames: np.ndarray, target: Any, *, container_format: str, codec: str, rate: Any,
+                  options: dict[str, str], thread_count: int | None = None) -> None:
+    """Encode uint8 (T, H, W, 3) frames in yuv420p into `target` (a path or a writable file object), padding
+    odd heights/widths by repeating the last row/column (yuv420p needs even sizes)."""
     frames = np.asarray(frames)
     t, h, w, _ = frames.shape
     ph, pw = h + h % 2, w + w % 2
     if (ph, pw) != (h, w):
         frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream(VIDEO_ENCODER, rate=Fraction(int(fps), 1))
+    with av.open(target, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = pw, ph, VIDEO_PIX_FMT
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        stream.codec_context.thread_count = 1  # tiny frames: threads cost more than they give
+        stream.options = options
+        if thread_count is not None:
+            stream.codec_context.thread_count = thread_count
         for i in range(t):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
             frame.pts = i

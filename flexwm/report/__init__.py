@@ -43,25 +43,11 @@ def record_command(run_dir: str | Path, argv: list[str]) -> None:
 
 def encode_webm(frames: np.ndarray, fps: int = 10) -> bytes:
     """uint8 (T, H, W, 3) -> WebM (VP9) bytes, which every browser plays."""
-    import av
+    from flexwm.data.video import encode_frames
 
-    frames = np.asarray(frames, dtype=np.uint8)
-    t, h, w, _ = frames.shape
-    ph, pw = h + h % 2, w + w % 2
-    if (ph, pw) != (h, w):
-        frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="webm") as container:
-        stream = container.add_stream("libvpx-vp9", rate=int(fps))
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        stream.options = {"crf": "30", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    encode_frames(np.asarray(frames, dtype=np.uint8), buf, container_format="webm", codec="libvpx-vp9",
+                  rate=int(fps), options={"crf": "30", "b:v": "0", "deadline": "realtime", "cpu-used": "8"})
     return buf.getvalue()
 
 

@@ -5,38 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from toy_data import toy_episode, write_toy_dataset
 
-from flexwm.data import DatasetWriter, Episode, EpisodeMeta
+from flexwm.data import DatasetWriter
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.training.run import make_batch_fn, prepare, preset, train_world_model
 
 
-def _episode(seed: int, outcome: str, T: int = 24) -> Episode:
-    rng = np.random.default_rng(seed)
-    pos = np.cumsum(rng.normal(0, 1, (T, 2)), 0)
-    frames = np.zeros((T, 32, 32, 3), np.uint8)
-    for t in range(T):  # a square that moves with the action
-        x, y = (np.clip(pos[t], -10, 10) + 14).astype(int)
-        frames[t, y : y + 4, x : x + 4] = 255
-    actions = np.diff(pos, axis=0, append=pos[-1:]).astype(np.float32)
-    instr = {"success": "move the square", "failure": "move the square", "play": ""}[outcome]
-    succ = np.zeros(T, bool)
-    if outcome == "success":
-        succ[T // 2 :] = True
-    meta = EpisodeMeta(embodiment="toy", task="toy", instruction=instr, outcome=outcome,
-                       source="play" if outcome == "play" else "expert", noise=0.0, seed=seed)
-    return Episode(frames=frames, proprio=pos.astype(np.float32), actions=actions, success=succ,
-                   state=pos.astype(np.float32), meta=meta, fps=10)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ds") / "toy"
-    with DatasetWriter(root, fps=10, image_size=32, action_dim=2, proprio_dim=2, state_dim=2,
-                       embodiment="toy") as w:
-        for i, outcome in enumerate(["success", "failure", "play"] * 4):
-            w.add(_episode(i, outcome))
-    return root
+    return write_toy_dataset(tmp_path_factory.mktemp("ds") / "toy", n=12)
 
 
 def _cfg(root, **kw):
@@ -107,7 +85,7 @@ def _write(root, outcomes, embodiment="toy", action_dim=2):
     with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=2, state_dim=2,
                        embodiment=embodiment) as w:
         for i, outcome in enumerate(outcomes):
-            ep = _episode(100 + i, outcome)
+            ep = toy_episode(100 + i, outcome)
             if action_dim != 2:
                 ep.actions = np.concatenate([ep.actions, np.zeros((len(ep.actions), action_dim - 2), np.float32)], 1)
             ep.meta.embodiment = embodiment
