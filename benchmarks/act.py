@@ -29,7 +29,8 @@ from common import write_result  # noqa: E402
 def eval_command(ckpt: str, policy: str, out: Path, args: argparse.Namespace) -> list[str]:
     cmd = [sys.executable, "-m", "flexwm.cli", "eval", "--ckpt", ckpt, "--policy", policy, "--tasks", args.tasks,
            "--episodes", str(args.episodes), "--seed", str(args.seed), "--flow-steps", str(args.flow_steps),
-           "--ac-noise", args.ac_noise, "--instructions", args.instructions, "--out", str(out)]
+           "--ac-noise", args.ac_noise, "--ac-guidance", str(args.ac_guidance), "--budget", args.budget,
+           "--instructions", args.instructions, "--out", str(out)]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
     if args.videos:
@@ -79,6 +80,9 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--flow-steps", type=int, default=4)
     p.add_argument("--ac-noise", default="sample", choices=("sample", "zero"))
+    p.add_argument("--ac-guidance", type=float, default=1.0, help="> 1: AC rollouts follow the actions more")
+    p.add_argument("--budget", default="auto", choices=("auto", "default", "cpu", "tiny"),
+                   help="planning budget preset of flexwm eval (auto: cpu on a CPU)")
     p.add_argument("--instructions", default="eval", choices=("eval", "train", "canonical"))
     p.add_argument("--videos", type=int, default=0)
     p.add_argument("--set", dest="policy_set", action="append", default=[],
@@ -106,7 +110,7 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(lambda j: run_pair(*j, args), jobs))
     setup = {k: getattr(args, k) for k in ("tasks", "episodes", "seed", "max_steps", "flow_steps", "ac_noise",
-                                           "instructions", "jobs", "threads", "policy_set")}
+                                           "ac_guidance", "budget", "instructions", "jobs", "threads", "policy_set")}
     write_result(args.out, {"setup": setup, "runs": runs, "rows": rows})
     print(f"{'model':10s} {'policy':10s} {'avg':>6s} {'pooled (95% CI)':>22s} {'s/decision':>10s}")
     for r in rows:

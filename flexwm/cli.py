@@ -146,6 +146,8 @@ def train_bc_cmd(
     max_demos: int | None = typer.Option(None, help="use only the first N success episodes (few-shot baselines)"),
     seed: int = typer.Option(0, help="initialisation and sampling seed"),
     no_proprio: bool = typer.Option(False, "--no-proprio", help="images and instruction only (for RL in imagination)"),
+    save_at: str = typer.Option("", help="comma-separated steps at which to also save OUT/step-N snapshots "
+                                         "(policies of graded quality for evaluate-policies suites)"),
 ) -> None:
     """Train the behaviour-cloning baseline (no world model) on a dataset's successes; evaluate it with
     flexwm eval --policy bc --ckpt OUT."""
@@ -162,9 +164,22 @@ def train_bc_cmd(
     idx = [i for i in idx if ds.episodes[i]["outcome"] == "success"]
     if max_demos is not None:
         idx = idx[:max_demos]
+    try:
+        snapshots = sorted({int(x) for x in _split(save_at)})
+    except ValueError:
+        raise ConfigError(f"--save-at {save_at!r} must be comma-separated step numbers, e.g. 100,500") from None
+    if any(not 1 <= k <= steps for k in snapshots):
+        raise ConfigError(f"--save-at steps {snapshots} must lie between 1 and --steps {steps}")
+
+    def on_step(step: int, model) -> None:
+        if step in snapshots:
+            model.eval()
+            model.save_pretrained(out / f"step-{step:06d}")
+            model.train()
+
     start = time.perf_counter()
     model, info = train_bc(ds, preset, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           progress=True, use_proprio=not no_proprio)
+                           progress=True, use_proprio=not no_proprio, on_step=on_step if snapshots else None)
     model.save_pretrained(out)
     losses = info.pop("losses")
     first, last = losses[:50], losses[-50:]
@@ -174,7 +189,7 @@ def train_bc_cmd(
         **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
         "seed": seed, "use_proprio": not no_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
         "loss_first_50": float(sum(first) / max(1, len(first))), "loss_last_50": summary["loss_last_50"],
-        "losses": losses[::10], "command": " ".join(["flexwm", *sys.argv[1:]])})
+        "snapshots": [f"step-{k:06d}" for k in snapshots], "losses": losses[::10], "command": " ".join(["flexwm", *sys.argv[1:]])})
     _echo_json(summary)
 
 
@@ -188,8 +203,12 @@ def eval_(
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),
     instructions: str = typer.Option("eval", help="instruction split: eval (held out) | train | canonical"),
-    flow_steps: int = typer.Option(10, help="flow sampler steps"),
+    budget: str = typer.Option("auto", help="planning budget: default (accelerator) | cpu (about 1 s per CEM plan "
+                                            "on 2 cores) | tiny | auto (cpu on a CPU)"),
+    flow_steps: int | None = typer.Option(None, help="flow sampler steps (default 4 with --budget cpu, else 10)"),
     ac_noise: str = typer.Option("sample", help="action-conditioned rollouts: sample | zero (deterministic)"),
+    ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
+    device: str = typer.Option("cpu", help="cpu | cuda (the world model's device)"),
     set_: list[str] = typer.Option([], "--set", help="policy config override, e.g. --set population=32"),
     out: Path | None = typer.Option(None, help="JSON result file (default CKPT/eval-POLICY.json)"),
     resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
@@ -209,13 +228,25 @@ def eval_(
     from flexwm.planning import make_policy
     from flexwm.planning.evaluate import evaluate_policy
 
+    import torch
+
+    from flexwm.planning import BUDGETS
+
+    if budget == "auto":
+        budget = "cpu" if device == "cpu" else "default"
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget {budget!r} is not a planning budget; choose auto or one of {list(BUDGETS)}")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} was asked for but this machine has no GPU (torch.cuda.is_available() "
+                          "is False); use --device cpu (the default)")
+    flow_steps = flow_steps if flow_steps is not None else (4 if budget == "cpu" else 10)
     bc_model = None
     if policy == "bc":
         from flexwm.planning import BCModel
 
         wm, bc_model = None, BCModel.from_pretrained(ckpt)
     else:
-        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise) if policy != "random" else load_run(ckpt)
+        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device)
     cfg = {}
     for item in set_:
         key, _, raw = item.partition("=")
@@ -224,7 +255,7 @@ def eval_(
     out = out or Path(ckpt) / f"eval-{policy}.json"
     setup = {"ckpt": str(ckpt), "policy": policy, "env": env, "episodes_per_task": episodes, "seed": seed,
              "max_steps": max_steps, "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg,
-             "ac_noise": ac_noise}
+             "ac_noise": ac_noise, "budget": budget, "ac_guidance": ac_guidance}
     per_task: dict = {}
     if out.exists() and not resume:
         raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
@@ -254,7 +285,7 @@ def eval_(
     for task in task_list:
         if task in per_task:
             continue
-        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model)
+        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model, preset=budget)
         r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
                             record_video=videos)
         recorded = r.pop("videos", None)
@@ -266,7 +297,8 @@ def eval_(
         per_task[task] = json.loads(json.dumps(r, default=_jsonable))
         s = r["summary"]
         typer.echo(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
-                   f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan")
+                   f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan"
+                   + (f"  mean max coverage {r['mean_max_coverage']:.1%}" if "mean_max_coverage" in r else ""))
         write(False)
     result = write(True)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {out}")
@@ -321,6 +353,7 @@ def evaluate_policies(
     horizon: int | None = typer.Option(None, help="steps per episode (default: the env's limit)"),
     flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero (deterministic)"),
+    ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
     out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
@@ -328,7 +361,7 @@ def evaluate_policies(
     from flexwm.evaluation.policy_eval import evaluate_suite
     from flexwm.inference import load_run
 
-    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise)
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance)
     out = out or Path(ckpt) / f"policy-eval-{task}"
     res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out)
     for p in res["policies"]:

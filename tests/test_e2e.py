@@ -46,6 +46,14 @@ def test_collect_train_resume_imagine(tmp_path):
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["pooled"]["episodes"] == 2 and "reach-v3" in out
     assert res["per_task"]["reach-v3"]["latency"]["decisions"] >= 2
+    assert res["budget"] == "cpu" and res["flow_steps"] == 2  # --budget auto on a CPU; explicit flow steps win
+    for bad, msg in ((["--budget", "fast"], "not a planning budget"), (["--device", "cuda"], "no GPU")):
+        if bad[0] == "--device" and torch.cuda.is_available():
+            continue
+        r = subprocess.run([sys.executable, "-m", "flexwm.cli", "eval", "--ckpt", str(run), "--tasks", "reach-v3",
+                            "--episodes", "1", "--out", str(tmp_path / "bad.json"), *bad], env=ENV,
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr[-500:]
 
     # an evaluation killed after its first task resumes to the same result as an uninterrupted one
     ev = ["eval", "--ckpt", run, "--tasks", "reach-v3,button-press-v3", "--policy", "random", "--episodes", "2",
@@ -77,8 +85,12 @@ def test_collect_train_resume_imagine(tmp_path):
                         "--out", bc], env=ENV, capture_output=True, text=True)
     assert r.returncode != 0 and "no success episodes" in r.stderr
     out = json.loads(flexwm("train-bc", "--data", demos, "--preset", "tiny", "--out", bc, "--steps", "120",
-                            "--batch-size", "8", "--heldout-every", "0", "--no-proprio"))
+                            "--batch-size", "8", "--heldout-every", "0", "--no-proprio", "--save-at", "60"))
     info = json.loads((bc / "train_info.json").read_text())
+    assert info["snapshots"] == ["step-000060"] and (bc / "step-000060" / "model.safetensors").exists()
+    from flexwm.planning import BCModel
+    snap, final = BCModel.from_pretrained(bc / "step-000060"), BCModel.from_pretrained(bc)
+    assert any(not torch.equal(a, b) for a, b in zip(snap.state_dict().values(), final.state_dict().values()))
     assert out["episodes"] == info["episodes"] == len(info["train_episodes"]) > 0
     assert info["loss_last_50"] < info["loss_first_50"]  # it learns something in 120 steps
     r = subprocess.run([sys.executable, "-m", "flexwm.cli", "train-bc", "--data", demos, "--preset", "tiny",

@@ -15,7 +15,7 @@ from flexwm.training.checkpoint import resolve_model_dir
 
 def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "cpu", steps: int = 10,
              cfg_scale: float = 1.0, dtype: torch.dtype | None = None,
-             ac_noise: str = "sample") -> FlexWorldModelAdapter:
+             ac_noise: str = "sample", ac_guidance: float = 1.0) -> FlexWorldModelAdapter:
     """A run directory (its latest checkpoint) or a checkpoint directory -> FlexWorldModelAdapter.
 
     The frame tokenizer is read from RUN/tokenizer (or the run config's `tokenizer_path`), the text encoder is
@@ -48,4 +48,4 @@ def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "
     for p in model.parameters():
         p.requires_grad_(False)
     return FlexWorldModelAdapter(model, tokenizer, text, embodiment=embodiment, steps=steps, cfg_scale=cfg_scale,
-                                 ac_noise=ac_noise)
+                                 ac_noise=ac_noise, ac_guidance=ac_guidance)

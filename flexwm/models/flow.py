@@ -222,27 +222,35 @@ def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
     return loss, metrics
 
 
-def _predict(model: FlexWorldModel, kw: dict[str, Any], cfg_scale: float) -> ModelOutput:
-    """One model call, with classifier-free guidance on the instruction when cfg_scale != 1."""
+def _predict(model: FlexWorldModel, kw: dict[str, Any], cfg_scale: float, action_scale: float = 1.0) -> ModelOutput:
+    """One model call, with classifier-free guidance on the instruction (cfg_scale != 1) and on clean
+    conditioning actions (action_scale != 1: v = v(actions absent) + s * (v(actions) - v(actions absent)))."""
     out = model(**kw)
-    if cfg_scale == 1.0 or kw.get("text") is None:
-        return out
-    unc = model(**{**kw, "text": None, "text_present": None})
-    return ModelOutput(video=unc.video + cfg_scale * (out.video - unc.video),
-                       actions=unc.actions + cfg_scale * (out.actions - unc.actions),
-                       success_logit=out.success_logit, progress=out.progress)
+    if cfg_scale != 1.0 and kw.get("text") is not None:
+        unc = model(**{**kw, "text": None, "text_present": None})
+        out = ModelOutput(video=unc.video + cfg_scale * (out.video - unc.video),
+                          actions=unc.actions + cfg_scale * (out.actions - unc.actions),
+                          success_logit=out.success_logit, progress=out.progress)
+    if action_scale != 1.0 and kw.get("actions") is not None:
+        unc = model(**{**kw, "actions": None, "action_present": None})
+        out = ModelOutput(video=unc.video + action_scale * (out.video - unc.video), actions=out.actions,
+                          success_logit=out.success_logit, progress=out.progress)
+    return out
 
 
 def sample(model: FlexWorldModel, cond: dict[str, Any], *, generate: set[str] | frozenset[str] | tuple[str, ...],
            steps: int = 10, generator: torch.Generator | None = None, noise: dict[str, Tensor] | None = None,
-           cfg_scale: float = 1.0) -> dict[str, Tensor]:
+           cfg_scale: float = 1.0, action_scale: float = 1.0) -> dict[str, Tensor]:
     """Generate `generate` (subset of {"video", "actions"}) given `cond`, by Euler steps from t = 1 to t = 0.
 
     cond: embodiment, context (B,C,c,h,w), optional proprio (B,P), text (B,384) + has_text (B,),
     future (B,F,c,h,w) clean (inverse dynamics / scoring input), actions (B,H,A) native (action-conditioned).
     The mode follows from what is given: {"video"} with actions -> ac, without -> video; {"actions"} with
     future -> inverse, without -> policy; both -> wam. `noise` = {"video": (B,F,c,h,w), "actions": (B,H,A)}
-    fixes the initial noise (actions in normalized units). Differentiable under torch.enable_grad(): no
+    fixes the initial noise (actions in normalized units). `cfg_scale` guides on the instruction;
+    `action_scale` guides video generation on the given actions against the same model with actions absent
+    (only when actions are a condition: AC mode), which strengthens how much the future follows them.
+    Differentiable under torch.enable_grad(): no
     in-place updates and no host syncs on the path. Returns {"video": latents, "actions": native actions}.
     """
     generate = set(generate)
@@ -271,7 +279,8 @@ def sample(model: FlexWorldModel, cond: dict[str, Any], *, generate: set[str] | 
     for i in range(steps):
         t = torch.full((B,), 1.0 - i / steps, device=context.device)
         out = _predict(model, {**kw, "future": x_v, "actions": x_a, "video_t": t if gen_v else zeros,
-                               "action_t": t if gen_a else zeros}, cfg_scale)
+                               "action_t": t if gen_a else zeros}, cfg_scale,
+                       action_scale if not gen_a else 1.0)
         if gen_v:
             x_v = x_v - out.video / steps
         if gen_a:

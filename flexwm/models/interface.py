@@ -70,14 +70,19 @@ class FlexWorldModelAdapter:
     """WorldModel backed by a FlexWorldModel for one embodiment."""
 
     def __init__(self, model: FlexWorldModel, tokenizer: Any, text_encoder: Any = None, *, embodiment: str,
-                 steps: int = 10, cfg_scale: float = 1.0, ac_noise: str = "sample"):
+                 steps: int = 10, cfg_scale: float = 1.0, ac_noise: str = "sample", ac_guidance: float = 1.0):
         if ac_noise not in ("sample", "zero"):
             raise ConfigError(f"ac_noise must be 'sample' or 'zero', got {ac_noise!r}")
+        if not ac_guidance >= 0:
+            raise ConfigError(f"ac_guidance must be a number >= 0 (1 = no guidance), got {ac_guidance!r}")
         self.model, self.tokenizer, self.text_encoder = model, tokenizer, text_encoder
         self.embodiment, self.steps, self.cfg_scale = embodiment, steps, cfg_scale
         # "zero": action-conditioned rollouts start the flow from zero noise, a deterministic mean-like
         # prediction (lower error, see benchmarks/train.py ac-error --zero-noise); "sample": a random future
         self.ac_noise = ac_noise
+        # > 1: action-conditioned rollouts follow the actions more strongly (guidance against the same model
+        # with actions absent; two model calls per flow step)
+        self.ac_guidance = float(ac_guidance)
         self.action_dim = model.adapter(embodiment).action_dim
         self.horizon, self.frame_stride = model.cfg.action_horizon, model.cfg.frame_stride
 
@@ -134,7 +139,7 @@ class FlexWorldModelAdapter:
                         actions=actions[:, k * H:(k + 1) * H])
             nz = None if noise is None else {"video": noise[:, k]}
             fut = flow.sample(self.model, cond, generate={"video"}, steps=self.steps, generator=generator,
-                              noise=nz)["video"]
+                              noise=nz, action_scale=self.ac_guidance)["video"]
             chunks.append(fut)
             context, proprio = torch.cat([context, fut], 1)[:, -C:], None
         return torch.cat(chunks, 1)[:, : T // cfg.frame_stride]

@@ -46,7 +46,7 @@ from flexwm.planning.sampling import CEMConfig, MPPIConfig, SamplingPlanner
 from flexwm.planning.wam import WAMConfig, WAMPlanner
 
 __all__ = [
-    "POLICIES", "CONFIGS", "make_policy", "policy_config", "evaluate_policy", "train_bc", "check_action_dim",
+    "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "evaluate_policy", "train_bc", "check_action_dim",
     "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
     "WAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
     "BCConfig", "BCPolicyConfig", "BCModel", "ObjectiveConfig", "SuccessObjective", "GoalObjective",
@@ -64,16 +64,29 @@ TINY: dict[str, dict[str, Any]] = {
     "mppi": dict(population=8, iterations=2, elites=2), "grad": dict(iterations=2, restarts=2),
     "hybrid": dict(proposals=4, top_k=2, iterations=2, population=8, elites=2),
 }
+# budgets that keep one plan of the `cpu` world-model preset near 1 s on 2 CPU cores with 4 flow steps
+# (`flexwm eval --budget cpu` also samples with 4 flow steps; measured by benchmarks/act.py: CEM 0.90 s,
+# hybrid 1.12 s per plan); the defaults (population 64 x 4 iterations) are sized for an accelerator and take
+# 3-5 s per plan on a CPU
+CPU: dict[str, dict[str, Any]] = {
+    "best-of-n": dict(n=4), "cem": dict(population=16, iterations=2, elites=4),
+    "mppi": dict(population=16, iterations=2, elites=4), "grad": dict(iterations=3, restarts=2),
+    "hybrid": dict(proposals=4, population=16, iterations=2),
+}
+BUDGETS: dict[str, dict[str, dict[str, Any]]] = {"default": {}, "cpu": CPU, "tiny": TINY}
 
 
 def policy_config(name: str, cfg: Any = None, preset: str = "default") -> Any:
-    """The config dataclass of policy `name` from None (defaults), a dict (strictly checked) or a dataclass."""
+    """The config dataclass of policy `name` from None (defaults), a dict (strictly checked) or a dataclass.
+
+    `preset` picks the budget the dict overrides: "default" (sized for an accelerator), "cpu" (about 1 s per
+    plan with the cpu world model on 2 cores) or "tiny" (tests)."""
     if name not in CONFIGS:
         raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
-    if preset not in ("default", "tiny"):
-        raise ConfigError(f"unknown policy preset {preset!r}; choose 'default' or 'tiny'")
+    if preset not in BUDGETS:
+        raise ConfigError(f"unknown policy preset {preset!r}; choose one of {list(BUDGETS)}")
     cls = CONFIGS[name]
-    base = TINY.get(name, {}) if preset == "tiny" else {}
+    base = BUDGETS[preset].get(name, {})
     if cfg is None or isinstance(cfg, dict):
         return from_dict(cls, {**base, **(cfg or {})})
     if not isinstance(cfg, cls):
@@ -106,7 +119,7 @@ def make_policy(name: str, wm: Any = None, cfg: Any = None, *, action_space: Any
                 preset: str = "default") -> RecedingHorizonPolicy:
     """Build policy `name` around world model `wm` (not needed for bc / random).
 
-    cfg: that policy's config (dataclass or dict); `preset="tiny"` shrinks the default budgets. action_space:
+    cfg: that policy's config (dataclass or dict); `preset` ("default" | "cpu" | "tiny") picks the budget. action_space:
     the env's Box (bounds for sampling and clipping; default: the model's action normalisation range).
     goal_image: for `objective.kind = "goal"`. paraphrases: extra instructions best-of-n may sample under.
     bc_model: a trained BCModel for `bc` (its text encoder is rebuilt unless `text_encoder` is given).

@@ -151,11 +151,13 @@ def _instructions(ep: Any, paraphrase_prob: float) -> list[str]:
 def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None, episodes: Sequence[int] | None = None,
              steps: int = 2000, batch_size: int = 64, lr: float = 3e-4, weight_decay: float = 1e-4,
              paraphrase_prob: float = 0.5, augment: int = 4, seed: int = 0, device: str | torch.device = "cpu",
-             progress: bool = False, use_proprio: bool = True) -> tuple[BCModel, dict[str, Any]]:
+             progress: bool = False, use_proprio: bool = True,
+             on_step: Any = None) -> tuple[BCModel, dict[str, Any]]:
     """Fit a BC model to the success episodes of `data` (a FlexDataset, its path, or a list of Episodes;
     `episodes` picks dataset indices, e.g. the world model's training split). Image size, action and proprio
     dims come from the data; `use_proprio=False` gives an image-and-instruction-only policy (one that can act
-    on imagined frames, which carry no proprioception). Returns (model in eval mode, {"losses": per-step MSE, "samples", "parameters"})."""
+    on imagined frames, which carry no proprioception). `on_step(step, model)` is called after every optimizer
+    step (1-based), e.g. to save snapshots of graded quality. Returns (model in eval mode, {"losses": per-step MSE, "samples", "parameters"})."""
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     eps = _success_episodes(data, episodes)
     if not eps:
@@ -202,7 +204,7 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc="bc", leave=False)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         i = torch.randint(0, N, (batch_size,), generator=gen)
         x = frames_t[i].permute(0, 3, 1, 2).float() / 127.5 - 1
         if augment > 0:  # random shift (DrQ): pad by replication, crop back
@@ -219,6 +221,8 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, model)
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -92,3 +92,14 @@ def test_bad_actions_are_clear_errors():
         env.step(np.array([np.inf, 3.0]))
     with pytest.raises(EnvError, match="only task is 'pusht'"):
         make_env("pusht", "push-t")
+
+
+def test_evaluation_reports_pusht_coverage_per_episode() -> None:
+    from flexwm.planning import evaluate_policy, make_policy
+
+    policy = make_policy("random", action_space=make_env("pusht", "pusht", max_episode_steps=2).action_space)
+    res = evaluate_policy(policy, "pusht", "pusht", episodes=2, seed=3, max_steps=5, instruction_split="canonical")
+    cov = [r["max_coverage"] for r in res["per_episode"]]
+    assert len(cov) == 2 and all(0.0 <= c <= 1.0 for c in cov)
+    assert res["mean_max_coverage"] == pytest.approx(sum(cov) / 2)
+    assert res["max_coverage_ci95"][0] <= res["mean_max_coverage"] <= res["max_coverage_ci95"][1]

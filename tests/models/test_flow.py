@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flexwm.errors import ConfigError
 from flexwm.models import flow
 from flexwm.models.interface import FlexWorldModelAdapter, LatentState
 from flexwm.models.world_model import FlexWorldModel, preset
@@ -140,6 +141,32 @@ def test_sampling_is_reproducible_with_a_generator() -> None:
     assert all(torch.equal(a[k], a2[k]) for k in a)
     assert not torch.equal(a["video"], other["video"]) and not torch.equal(a["actions"], other["actions"])
     assert not torch.equal(a["actions"], guided["actions"])
+
+
+def test_action_guidance_interpolates_between_video_mode_and_ac_mode() -> None:
+    """action_scale s: v = v(no actions) + s (v(actions) - v(no actions)); s = 0 is video mode, s = 1 plain AC."""
+    model = make_model().eval()
+    b = make_batch(model, B=3)
+    noise = {"video": torch.randn(3, model.cfg.future_frames, *model.cfg.latent_shape)}
+    base = dict(embodiment="arm", context=b["context"], proprio=b["proprio"])
+    with torch.no_grad():
+        run = lambda cond, **kw: flow.sample(model, cond, generate={"video"}, steps=3, noise=noise,  # noqa: E731
+                                             **kw)["video"]
+        ac, no_actions = run({**base, "actions": b["actions"]}), run(base)
+        s0, s1 = run({**base, "actions": b["actions"]}, action_scale=0.0), run({**base, "actions": b["actions"]},
+                                                                                action_scale=1.0)
+        s3 = run({**base, "actions": b["actions"]}, action_scale=3.0)
+        other = run({**base, "actions": -b["actions"]}, action_scale=3.0)
+    assert torch.allclose(s0, no_actions, atol=1e-5) and torch.equal(s1, ac)
+    assert not torch.allclose(s3, ac, atol=1e-3)
+    # guidance makes the future depend more on the actions, not less
+    assert (s3 - other).abs().mean() > (ac - run({**base, "actions": -b["actions"]})).abs().mean()
+    wm = FlexWorldModelAdapter(model, tokenizer=None, embodiment="arm", steps=3, ac_guidance=3.0)
+    state = LatentState(context=b["context"], proprio=b["proprio"], embodiment="arm")
+    with torch.no_grad():
+        assert torch.allclose(wm.rollout(state, b["actions"], noise=noise["video"][:, None]), s3, atol=1e-5)
+    with pytest.raises(ConfigError, match="ac_guidance"):
+        FlexWorldModelAdapter(model, tokenizer=None, embodiment="arm", ac_guidance=-1.0)
 
 
 def test_gradient_flows_from_sampled_latents_to_actions() -> None:

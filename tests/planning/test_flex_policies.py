@@ -118,3 +118,18 @@ def test_wam_only_planners_need_a_flex_adapter_for_video_mode() -> None:
         make_policy("wam-seq", PointMass())
     with pytest.raises(ConfigError, match="FlexWorldModelAdapter"):
         make_policy("grad", PointMass(), {"steer_noise": True})
+
+
+def test_budget_presets_shrink_the_search_and_overrides_still_win(wm: FlexWorldModelAdapter) -> None:
+    from flexwm.planning import BUDGETS, policy_config
+
+    default, cpu = policy_config("cem"), policy_config("cem", preset="cpu")
+    assert cpu.population * cpu.iterations < default.population * default.iterations
+    assert policy_config("cem", {"population": 32}, preset="cpu").population == 32
+    for name in ("cem", "mppi", "hybrid", "grad", "best-of-n"):  # every cpu budget builds a working policy
+        policy = make_policy(name, wm, action_space=BOX, preset="cpu")
+        policy.reset(0)
+        assert np.all(np.isfinite(policy.act(obs())))
+    assert set(BUDGETS) == {"default", "cpu", "tiny"}
+    with pytest.raises(ConfigError, match="unknown policy preset 'fast'"):
+        policy_config("cem", preset="fast")
