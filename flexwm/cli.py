@@ -219,18 +219,15 @@ def eval_(
     The result file is rewritten (atomically) after every task, so an interrupted evaluation resumes with
     --resume; each task's policy and reset seeds depend only on the task, so resumed == uninterrupted."""
     import numpy as np
+    import torch
     import yaml
 
     from flexwm.envs import AVDC_TASKS
     from flexwm.evaluation.stats import success_summary
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
-    from flexwm.planning import make_policy
+    from flexwm.planning import BUDGETS, make_policy
     from flexwm.planning.evaluate import evaluate_policy
-
-    import torch
-
-    from flexwm.planning import BUDGETS
 
     if budget == "auto":
         budget = "cpu" if device == "cpu" else "default"
