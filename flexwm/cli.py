@@ -351,6 +351,8 @@ def evaluate_policies(
     flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero (deterministic)"),
     ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
+    success_threshold: str = typer.Option("0.5", help="imagined P(success) that counts as success, or "
+                                                      "'calibrated' (from flexwm calibrate: CKPT/imagined_calibration.json)"),
     out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
@@ -358,14 +360,83 @@ def evaluate_policies(
     from flexwm.evaluation.policy_eval import evaluate_suite
     from flexwm.inference import load_run
 
+    threshold = _threshold(success_threshold, ckpt, flow_steps)
     wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance)
     out = out or Path(ckpt) / f"policy-eval-{task}"
-    res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out)
+    res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out,
+                         success_threshold=threshold)
     for p in res["policies"]:
         typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
                    f"({p['imagination']})")
     stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv")}
     typer.echo(json.dumps(stats) + f"\nwrote {out}")
+
+
+def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
+    """A number in [0, 1], or 'calibrated': the threshold `flexwm calibrate` stored next to the run."""
+    if text != "calibrated":
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--success-threshold {text!r} must be a number in [0, 1] or 'calibrated'")
+        return value
+    path = _run_dir(ckpt) / "imagined_calibration.json"
+    if not path.exists():
+        raise ConfigError(f"--success-threshold calibrated needs {path}; make it with flexwm calibrate --ckpt {ckpt}")
+    cal = json.loads(path.read_text())
+    if cal.get("flow_steps") != flow_steps:
+        raise ConfigError(f"{path} was calibrated with {cal.get('flow_steps')} flow steps, not --flow-steps "
+                          f"{flow_steps}; use the same or calibrate again")
+    return float(cal["threshold"])
+
+
+def _run_dir(ckpt: Path) -> Path:
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
+@app.command()
+def calibrate(
+    ckpt: Path = typer.Option(..., help="training run directory: the world model"),
+    data: Path | None = typer.Option(None, help="dataset (default: the run's first); its held-out episodes are used"),
+    tasks: str = typer.Option("", help="comma-separated tasks to use (default: all)"),
+    max_episodes: int = typer.Option(128, help="at most this many held-out episodes"),
+    horizon: int | None = typer.Option(None, help="steps replayed per episode (default: the whole episode)"),
+    flow_steps: int = typer.Option(4, help="flow sampler steps (use the same for evaluate-policies)"),
+    ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero"),
+    seed: int = typer.Option(0, help="imagination noise seed"),
+) -> None:
+    """Replay held-out episodes in imagination and pick the imagined-success threshold that best separates
+    their real outcomes; writes CKPT/imagined_calibration.json (threshold, balanced accuracy, ROC AUC)."""
+    from flexwm.data import FlexDataset
+    from flexwm.evaluation.calibrate import calibrate_imagined_success
+    from flexwm.inference import load_run
+    from flexwm.io import atomic_write_json
+
+    run = _run_dir(ckpt)
+    split_path = run / "split.json"
+    if not split_path.exists():
+        raise ConfigError(f"{run} has no split.json; calibrate needs a training run (it uses its held-out episodes)")
+    split = json.loads(split_path.read_text())
+    names = [str(Path(d)) for d in split["data"]]
+    data = Path(data or names[0])
+    if str(data) not in names:
+        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
+    held = split["heldout"][names.index(str(data))]
+    ds = FlexDataset(data)
+    wanted = set(_split(tasks))
+    idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
+    if not idx:
+        raise ConfigError(f"no held-out episodes of tasks {sorted(wanted)} in {data}")
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise)
+    res = calibrate_imagined_success(wm, [ds.load_episode(i) for i in idx], horizon=horizon, seed=seed)
+    res.update({"ckpt": str(ckpt), "data": str(data), "episode_indices": idx, "flow_steps": flow_steps,
+                "ac_noise": ac_noise, "command": " ".join(["flexwm", *sys.argv[1:]])})
+    atomic_write_json(run / "imagined_calibration.json", res)
+    _echo_json({k: res[k] for k in ("threshold", "balanced_accuracy", "balanced_accuracy_at_0.5", "auc",
+                                    "n_success", "n_failure")} | {"wrote": str(run / "imagined_calibration.json")})
 
 
 def _jsonable(x):

@@ -116,6 +116,16 @@ def test_collect_train_resume_imagine(tmp_path):
     out = flexwm("evaluate-policies", "--ckpt", run, "--suite", suite, "--task", "reach-v3", "--episodes", "2",
                  "--horizon", "8", "--flow-steps", "2", "--out", tmp_path / "pe")
     assert "mmrv" in out and (tmp_path / "pe" / "policy_eval.png").exists()
+    # calibrated thresholds need `flexwm calibrate`, which needs held-out episodes of both outcomes
+    pe = ["evaluate-policies", "--ckpt", run, "--suite", suite, "--task", "reach-v3", "--episodes", "1", "--horizon",
+          "8", "--flow-steps", "2", "--out", tmp_path / "pe2", "--success-threshold"]
+    for value, msg in (("calibrated", "flexwm calibrate"), ("1.5", "number in [0, 1]")):
+        r = subprocess.run([sys.executable, "-m", "flexwm.cli", *map(str, pe), value], env=ENV, capture_output=True,
+                           text=True)
+        assert r.returncode != 0 and msg in r.stderr, r.stderr[-500:]
+    r = subprocess.run([sys.executable, "-m", "flexwm.cli", "calibrate", "--ckpt", str(run), "--flow-steps", "2"],
+                       env=ENV, capture_output=True, text=True)  # 24-step episodes: no successes held out
+    assert r.returncode != 0 and "both successes and failures" in r.stderr, r.stderr[-500:]
 
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run

@@ -1,0 +1,113 @@
+"""Calibrate the imagined-success threshold on held-out episodes replayed in imagination.
+
+The success head is trained on real futures. On imagined futures (blurrier, drifting) the same threshold can be
+over- or under-confident, which shifts every imagined success rate (policy evaluation) and is what RL in
+imagination exploits. Calibration measures this on data with known outcomes, never on the policies evaluated:
+
+    episodes = held-out dataset episodes (successes and failures / play)
+    each is replayed open-loop in the world model from its real first frame (its own actions, frame_stride at a
+    time), the head scores every imagined window under the task's canonical instruction, and the episode's
+    imagined score is the maximum P(success) along the way (as in `evaluate_suite`)
+    threshold = the cut on those scores with the best balanced accuracy against the episodes' real outcomes
+
+    cal = calibrate_imagined_success(wm, episodes)        # {"threshold", "auc", "balanced_accuracy", ...}
+    evaluate_suite(..., success_threshold=cal["threshold"])
+
+The result also gives the ROC AUC of imagined scores vs real outcomes: how well the model's imagination alone
+tells success from failure (0.5 = not at all), independent of any threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from flexwm.errors import ConfigError
+
+
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """ROC AUC (Mann-Whitney: P(score of a random positive > score of a random negative), ties count 1/2)."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None]).mean()
+    ties = (pos[:, None] == neg[None]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def best_threshold(scores: Sequence[float], labels: Sequence[bool]) -> tuple[float, float]:
+    """The cut t (predict success iff score > t) with the highest balanced accuracy, and that accuracy.
+    Cuts lie midway between consecutive distinct scores (and just below / above all of them); ties in
+    accuracy go to the cut closest to 0.5."""
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    if y.all() or not y.any():
+        raise ConfigError(f"calibration needs both successes and failures, got {int(y.sum())} successes of {len(y)}")
+    u = np.unique(s)
+    cuts = np.concatenate([[max(0.0, u[0] - 1e-6)], (u[:-1] + u[1:]) / 2, [min(1.0, u[-1] + 1e-6)]])
+    pred = s[None] > cuts[:, None]
+    bacc = 0.5 * (pred[:, y].mean(1) + (~pred[:, ~y]).mean(1))
+    best = np.flatnonzero(bacc >= bacc.max() - 1e-12)
+    i = best[np.argmin(np.abs(cuts[best] - 0.5))]
+    return float(cuts[i]), float(bacc[i])
+
+
+def _canonical(episode: Any) -> str:
+    from flexwm.envs.instructions import canonical_instruction
+    from flexwm.errors import EnvError
+
+    try:
+        return canonical_instruction(episode.meta.task)
+    except EnvError:
+        return episode.meta.instruction
+
+
+def imagined_scores(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+                    seed: int = 0, instruction: Any = None) -> np.ndarray:
+    """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc).
+    `instruction(episode) -> str` (default: the task's canonical instruction, else the episode's own)."""
+    from flexwm.rl.imagination import Imagination
+
+    stride = int(wm.frame_stride)
+    instruction = instruction or _canonical
+    out = np.zeros(len(episodes))
+    for b in range(0, len(episodes), batch):
+        eps = episodes[b:b + batch]
+        lengths = [min(e.length, horizon or e.length) // stride for e in eps]  # imagined frames per episode
+        if min(lengths) < 1:
+            raise ConfigError(f"an episode is shorter than the model's frame_stride {stride}: nothing to imagine")
+        frames = max(lengths)
+        actions = np.zeros((len(eps), frames * stride, int(wm.action_dim)), np.float32)
+        for i, e in enumerate(eps):  # shorter episodes hold their last action; their later frames are ignored
+            a = e.actions[: lengths[i] * stride]
+            actions[i, : len(a)] = a
+            actions[i, len(a):] = a[-1]
+        imag = Imagination(wm, len(eps))
+        imag.seed(range(len(eps)), [seed + b + i for i in range(len(eps))])
+        imag.start(range(len(eps)), np.stack([e.frames[0] for e in eps]), [instruction(e) for e in eps])
+        best = np.zeros(len(eps))
+        for k in range(frames):
+            imag.step(actions[:, k * stride:(k + 1) * stride])
+            live = np.asarray(lengths) > k
+            best[live] = np.maximum(best[live], imag.success.numpy()[live])
+        out[b:b + len(eps)] = best
+    return out
+
+
+def calibrate_imagined_success(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+                               seed: int = 0) -> dict[str, Any]:
+    """Threshold, balanced accuracy and AUC of imagined success against the episodes' real outcomes (a real
+    success anywhere in the first `horizon` steps)."""
+    if not episodes:
+        raise ConfigError("calibration got no episodes; give held-out episodes with both outcomes")
+    labels = [bool(np.asarray(e.success[: horizon or e.length]).any()) for e in episodes]
+    scores = imagined_scores(wm, episodes, horizon=horizon, batch=batch, seed=seed)
+    threshold, bacc = best_threshold(scores, labels)
+    at_half = 0.5 * (np.mean(scores[np.array(labels)] > 0.5) + np.mean(scores[~np.array(labels)] <= 0.5))
+    return {"threshold": threshold, "balanced_accuracy": bacc, "balanced_accuracy_at_0.5": float(at_half),
+            "auc": auc(scores, labels), "n_success": int(sum(labels)), "n_failure": int(len(labels) - sum(labels)),
+            "horizon": horizon, "seed": seed,
+            "episodes": [{"task": e.meta.task, "outcome": e.meta.outcome, "seed": e.meta.seed, "real_success": y,
+                          "imagined_max_prob": float(s)} for e, y, s in zip(episodes, labels, scores)]}
