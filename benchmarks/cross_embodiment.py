@@ -10,7 +10,7 @@
 3. scratch: the same model size trained from scratch on the same demonstrations for the same steps
 4. both act with the WAM policy on the real PushT simulator, --episodes episodes (reset seeds from --seed,
    never used for the demonstrations): success (> 95% of the target covered) with Wilson 95% intervals and the
-   mean maximum coverage, PushT's graded score.
+   mean maximum coverage, PushT's graded score; uniform random actions from the same reset seeds for reference.
 
 Both runs use the frame tokenizer of --base (trained on Meta-World frames), so the comparison isolates what the
 pretrained transformer brings. Every stage's output is kept next to --out and reused on a rerun.
@@ -91,6 +91,15 @@ def main() -> None:
                       "max_coverage_ci95": task.get("max_coverage_ci95"), "latency_s": task["latency"]["mean_s"],
                       "train_wall_s": summary.get("wall_s"),
                       "final_losses": summary.get("final_losses_mean_last_10_logs")}
+    # reference: uniform random actions, same seeds (any run loads: random ignores the model)
+    ev = folder / "eval-random.json"
+    if not (ev.exists() and json.loads(ev.read_text()).get("complete")):
+        run([*flexwm, "eval", "--ckpt", runs["scratch"], "--env", "pusht", "--tasks", "pusht", "--policy", "random",
+             "--episodes", args.episodes, "--seed", args.seed, "--instructions", "eval", "--out", ev,
+             *(["--resume"] if ev.exists() else [])], log)
+    task = json.loads(ev.read_text())["per_task"]["pusht"]
+    rows["random"] = {"success": task["summary"], "mean_max_coverage": task.get("mean_max_coverage"),
+                      "max_coverage_ci95": task.get("max_coverage_ci95")}
     write_result(args.out, {"base": args.base, "data": str(data), "demos": args.demos, "steps": args.steps,
                             "episodes": args.episodes, "seed": args.seed, "policy": args.policy,
                             "flow_steps": args.flow_steps, "tokenizer": tokenizer, "rows": rows})

@@ -243,7 +243,10 @@ def eval_(
 
         wm, bc_model = None, BCModel.from_pretrained(ckpt)
     else:
-        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device)
+        from flexwm.envs import EMBODIMENTS
+
+        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
+                      embodiment=_embodiment_for(ckpt, EMBODIMENTS.get(env)))
     cfg = {}
     for item in set_:
         key, _, raw = item.partition("=")
@@ -370,6 +373,16 @@ def evaluate_policies(
                    f"({p['imagination']})")
     stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv")}
     typer.echo(json.dumps(stats) + f"\nwrote {out}")
+
+
+def _embodiment_for(ckpt: Path, embodiment: str | None) -> str | None:
+    """The simulator's embodiment when the checkpoint knows several (else None: its only one, action dims checked
+    later), so a model fine-tuned to a new embodiment acts with that embodiment's adapter."""
+    from flexwm.training.checkpoint import resolve_model_dir
+
+    cfg = json.loads((resolve_model_dir(ckpt) / "config.json").read_text())
+    known = (cfg.get("model", cfg) or {}).get("embodiments", {})
+    return embodiment if len(known) > 1 else None
 
 
 def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:

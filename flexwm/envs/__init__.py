@@ -18,12 +18,13 @@ from flexwm.envs.instructions import PLAY_INSTRUCTION, canonical_instruction, pa
 from flexwm.errors import EnvError
 
 __all__ = [
-    "ENVS", "AVDC_TASKS", "list_tasks", "make_env", "make_policy", "run_episode",
+    "ENVS", "EMBODIMENTS", "AVDC_TASKS", "list_tasks", "make_env", "make_policy", "run_episode",
     "RobotEnv", "ScriptedPolicy", "Observation", "StepResult",
     "canonical_instruction", "paraphrases", "PLAY_INSTRUCTION",
 ]
 
 ENVS: tuple[str, ...] = ("metaworld", "pusht")
+EMBODIMENTS: dict[str, str] = {"metaworld": "sawyer", "pusht": "pusht"}  # simulator -> the embodiment it records
 
 # the 11 Meta-World tasks used by AVDC ("Learning to Act from Actionless Videos through Dense Correspondences")
 AVDC_TASKS: tuple[str, ...] = (
