@@ -246,7 +246,7 @@ def eval_(
         from flexwm.envs import EMBODIMENTS
 
         wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
-                      embodiment=_embodiment_for(ckpt, EMBODIMENTS.get(env)))
+                      prefer_embodiment=EMBODIMENTS.get(env))
     cfg = {}
     for item in set_:
         key, _, raw = item.partition("=")
@@ -375,18 +375,10 @@ def evaluate_policies(
     typer.echo(json.dumps(stats) + f"\nwrote {out}")
 
 
-def _embodiment_for(ckpt: Path, embodiment: str | None) -> str | None:
-    """The simulator's embodiment when the checkpoint knows several (else None: its only one, action dims checked
-    later), so a model fine-tuned to a new embodiment acts with that embodiment's adapter."""
-    from flexwm.training.checkpoint import resolve_model_dir
-
-    cfg = json.loads((resolve_model_dir(ckpt) / "config.json").read_text())
-    known = (cfg.get("model", cfg) or {}).get("embodiments", {})
-    return embodiment if len(known) > 1 else None
-
-
 def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
     """A number in [0, 1], or 'calibrated': the threshold `flexwm calibrate` stored next to the run."""
+    from flexwm.training.checkpoint import resolve_run_dir
+
     if text != "calibrated":
         try:
             value = float(text)
@@ -395,7 +387,7 @@ def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"--success-threshold {text!r} must be a number in [0, 1] or 'calibrated'")
         return value
-    path = _run_dir(ckpt) / "imagined_calibration.json"
+    path = resolve_run_dir(ckpt) / "imagined_calibration.json"
     if not path.exists():
         raise ConfigError(f"--success-threshold calibrated needs {path}; make it with flexwm calibrate --ckpt {ckpt}")
     cal = json.loads(path.read_text())
@@ -403,11 +395,6 @@ def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
         raise ConfigError(f"{path} was calibrated with {cal.get('flow_steps')} flow steps, not --flow-steps "
                           f"{flow_steps}; use the same or calibrate again")
     return float(cal["threshold"])
-
-
-def _run_dir(ckpt: Path) -> Path:
-    ckpt = Path(ckpt)
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
 
 
 @app.command()
@@ -427,8 +414,9 @@ def calibrate(
     from flexwm.evaluation.calibrate import calibrate_imagined_success
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
+    from flexwm.training.checkpoint import resolve_run_dir
 
-    run = _run_dir(ckpt)
+    run = resolve_run_dir(ckpt)
     split_path = run / "split.json"
     if not split_path.exists():
         raise ConfigError(f"{run} has no split.json; calibrate needs a training run (it uses its held-out episodes)")

@@ -102,12 +102,12 @@ def calibrate_imagined_success(wm: Any, episodes: Sequence[Any], *, horizon: int
     success anywhere in the first `horizon` steps)."""
     if not episodes:
         raise ConfigError("calibration got no episodes; give held-out episodes with both outcomes")
-    labels = [bool(np.asarray(e.success[: horizon or e.length]).any()) for e in episodes]
+    labels = np.array([bool(np.asarray(e.success[: horizon or e.length]).any()) for e in episodes])
     scores = imagined_scores(wm, episodes, horizon=horizon, batch=batch, seed=seed)
     threshold, bacc = best_threshold(scores, labels)
-    at_half = 0.5 * (np.mean(scores[np.array(labels)] > 0.5) + np.mean(scores[~np.array(labels)] <= 0.5))
+    at_half = 0.5 * (np.mean(scores[labels] > 0.5) + np.mean(scores[~labels] <= 0.5))
     return {"threshold": threshold, "balanced_accuracy": bacc, "balanced_accuracy_at_0.5": float(at_half),
-            "auc": auc(scores, labels), "n_success": int(sum(labels)), "n_failure": int(len(labels) - sum(labels)),
+            "auc": auc(scores, labels), "n_success": int(labels.sum()), "n_failure": int((~labels).sum()),
             "horizon": horizon, "seed": seed,
-            "episodes": [{"task": e.meta.task, "outcome": e.meta.outcome, "seed": e.meta.seed, "real_success": y,
+            "episodes": [{"task": e.meta.task, "outcome": e.meta.outcome, "seed": e.meta.seed, "real_success": bool(y),
                           "imagined_max_prob": float(s)} for e, y, s in zip(episodes, labels, scores)]}

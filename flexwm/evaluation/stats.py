@@ -29,6 +29,13 @@ def success_summary(flags: Sequence[bool]) -> dict:
     return {"rate": k / n if n else float("nan"), "successes": k, "episodes": n, "ci95": [lo, hi]}
 
 
+def mean_interval(x: Sequence[float], lo: float = 0.0, hi: float = 1.0, z: float = Z95) -> list[float]:
+    """Normal-approximation 95% interval of a mean, clipped to [lo, hi]; the point itself for one value."""
+    a = np.asarray(x, float)
+    half = z * a.std(ddof=1) / np.sqrt(a.size) if a.size > 1 else 0.0
+    return [float(max(lo, a.mean() - half)), float(min(hi, a.mean() + half))]
+
+
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.std() == 0 or y.std() == 0:

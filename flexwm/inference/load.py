@@ -10,15 +10,17 @@ import torch
 from flexwm.config import from_dict
 from flexwm.errors import ConfigError
 from flexwm.models.interface import FlexWorldModelAdapter
-from flexwm.training.checkpoint import resolve_model_dir
+from flexwm.training.checkpoint import resolve_model_dir, resolve_run_dir
 
 
 def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "cpu", steps: int = 10,
              cfg_scale: float = 1.0, dtype: torch.dtype | None = None,
-             ac_noise: str = "sample", ac_guidance: float = 1.0) -> FlexWorldModelAdapter:
+             ac_noise: str = "sample", ac_guidance: float = 1.0,
+             prefer_embodiment: str | None = None) -> FlexWorldModelAdapter:
     """A run directory (its latest checkpoint) or a checkpoint directory -> FlexWorldModelAdapter.
 
-    The frame tokenizer is read from RUN/tokenizer (or the run config's `tokenizer_path`), the text encoder is
+    `embodiment` picks the adapter; None means the checkpoint's only one, or `prefer_embodiment` when it knows
+    several. The frame tokenizer is read from RUN/tokenizer (or the run config's `tokenizer_path`), the text encoder is
     rebuilt from the run config, with RUN/text_cache.safetensors as its cache.
     """
     from flexwm.models import text as text_mod
@@ -27,10 +29,12 @@ def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "
     from flexwm.training.run import RunConfig
 
     ckpt = resolve_model_dir(path)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    run_dir = resolve_run_dir(path)
     cfg = from_dict(RunConfig, json.loads((ckpt / "config.json").read_text()))
     model = FlexWorldModel.from_pretrained(ckpt, device=device, dtype=dtype).eval()
     names = list(model.cfg.embodiments)
+    if embodiment is None and len(names) > 1 and prefer_embodiment is not None:
+        embodiment = prefer_embodiment  # e.g. the simulator's, for a model fine-tuned to a new embodiment
     if embodiment is None:
         if len(names) > 1:
             raise ConfigError(f"{path} was trained on embodiments {names}; pass embodiment= to choose one")

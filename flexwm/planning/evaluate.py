@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from flexwm.errors import ConfigError
-from flexwm.evaluation.stats import success_summary
+from flexwm.evaluation.stats import mean_interval, success_summary
 from flexwm.planning.base import RecedingHorizonPolicy, check_action_dim
 
 
@@ -100,7 +100,7 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
     flags = [r["success"] for r in records]
     lat = np.asarray(latencies, float)
     cov = [r["max_coverage"] for r in records if "max_coverage" in r]
-    extra = {"mean_max_coverage": float(np.mean(cov)), "max_coverage_ci95": _mean_ci(cov)} if cov else {}
+    extra = {"mean_max_coverage": float(np.mean(cov)), "max_coverage_ci95": mean_interval(cov)} if cov else {}
     return {
         "policy": policy.name, "env": env_name, "task": task, "episodes": episodes, "seed": seed,
         "max_steps": env.max_episode_steps, "instruction_split": instruction_split, "execute": policy.execute,
@@ -110,13 +110,6 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
                     "p95_s": float(np.percentile(lat, 95)) if lat.size else None},
         "videos": videos,
     }
-
-
-def _mean_ci(x: list[float]) -> list[float]:
-    """Normal-approximation 95% interval of a mean (clipped to [0, 1]); the point itself for one value."""
-    a = np.asarray(x, float)
-    half = 1.96 * a.std(ddof=1) / np.sqrt(a.size) if a.size > 1 else 0.0
-    return [float(max(0.0, a.mean() - half)), float(min(1.0, a.mean() + half))]
 
 
 def _episode(policy: RecedingHorizonPolicy, env: Any, seed: int, instruction: str, *, record: bool,

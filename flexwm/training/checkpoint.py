@@ -146,6 +146,12 @@ def resolve_model_dir(path: str | Path) -> Path:
     return latest
 
 
+def resolve_run_dir(path: str | Path) -> Path:
+    """The training run a run or checkpoint directory belongs to (RUN/checkpoints/step-N -> RUN)."""
+    ckpt = resolve_model_dir(path)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
     """Load a checkpoint directory (or a run's latest) with safe loaders only."""
     path = resolve_model_dir(path)
