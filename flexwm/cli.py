@@ -292,8 +292,9 @@ def eval_(
         if recorded:
             from flexwm.report import save_eval_videos
 
-            run_dir = Path(ckpt) if (Path(ckpt) / "run_config.json").exists() else Path(ckpt).parent.parent
-            save_eval_videos(run_dir, policy, task, recorded)
+            from flexwm.training.checkpoint import resolve_run_dir
+
+            save_eval_videos(resolve_run_dir(ckpt), policy, task, recorded)
         per_task[task] = json.loads(json.dumps(r, default=_jsonable))
         s = r["summary"]
         typer.echo(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
@@ -338,6 +339,34 @@ def improve(
     atomic_write_json(out / "improve_log.json", json.loads(json.dumps(
         {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(sys.argv)},
         default=_jsonable)))
+    _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
+                "wall_s": log["wall_s"]})
+
+
+@app.command("steer-wam")
+def steer_wam_cmd(
+    ckpt: Path = typer.Option(..., help="world-model run: its WAM is steered (and its AC mode imagines)"),
+    task: str = typer.Option(..., help="task name (start states come from its simulator)"),
+    out: Path = typer.Option(..., help="output directory for the noise policy (model.safetensors, config.json)"),
+    real: bool = typer.Option(False, "--real", help="learn from real-simulator rollouts instead of imagined ones"),
+    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    flow_steps: int = typer.Option(4, help="flow sampler steps (WAM and imagined rollouts)"),
+    set_: list[str] = typer.Option([], "--set", help="NoiseRLConfig override, e.g. --set iterations=5"),
+) -> None:
+    """Learn a noise policy that steers the WAM mode's initial action noise by RL (latent-space RL; the model's
+    weights stay frozen). Evaluate it with benchmarks/steer_wam.py or flexwm.rl.noise_rl.steered_wam_policy."""
+    from flexwm.config import apply_overrides
+    from flexwm.envs import EMBODIMENTS
+    from flexwm.inference import load_run
+    from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam
+
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
+    cfg = apply_overrides(NoiseRLConfig(), list(set_)) if set_ else NoiseRLConfig()
+    wm = load_run(ckpt, steps=flow_steps, prefer_embodiment=EMBODIMENTS.get(env))
+    pol, log = steer_wam(wm, task, cfg, imagine=not real, env_name=env, progress=True)
+    pol.save_pretrained(out, json.loads(json.dumps({"log": log, "run": str(ckpt), "command": " ".join(sys.argv)},
+                                                   default=_jsonable)))
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
@@ -397,6 +426,19 @@ def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
     return float(cal["threshold"])
 
 
+def _run_split(run: Path, data: Path | None, what: str) -> tuple[Path, list[int]]:
+    """(dataset, its held-out episode indices) from a training run's split.json."""
+    split_path = run / "split.json"
+    if not split_path.exists():
+        raise ConfigError(f"{run} has no split.json; {what} needs a training run (it uses its train/held-out split)")
+    split = json.loads(split_path.read_text())
+    names = [str(Path(d)) for d in split["data"]]
+    data = Path(data or names[0])
+    if str(data) not in names:
+        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
+    return data, list(split["heldout"][names.index(str(data))])
+
+
 @app.command()
 def calibrate(
     ckpt: Path = typer.Option(..., help="training run directory: the world model"),
@@ -417,15 +459,7 @@ def calibrate(
     from flexwm.training.checkpoint import resolve_run_dir
 
     run = resolve_run_dir(ckpt)
-    split_path = run / "split.json"
-    if not split_path.exists():
-        raise ConfigError(f"{run} has no split.json; calibrate needs a training run (it uses its held-out episodes)")
-    split = json.loads(split_path.read_text())
-    names = [str(Path(d)) for d in split["data"]]
-    data = Path(data or names[0])
-    if str(data) not in names:
-        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
-    held = split["heldout"][names.index(str(data))]
+    data, held = _run_split(run, data, "calibrate")
     ds = FlexDataset(data)
     wanted = set(_split(tasks))
     idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
@@ -438,6 +472,46 @@ def calibrate(
     atomic_write_json(run / "imagined_calibration.json", res)
     _echo_json({k: res[k] for k in ("threshold", "balanced_accuracy", "balanced_accuracy_at_0.5", "auc",
                                     "n_success", "n_failure")} | {"wrote": str(run / "imagined_calibration.json")})
+
+
+@app.command("tune-head")
+def tune_head(
+    ckpt: Path = typer.Option(..., help="training run directory: the world model"),
+    out: Path = typer.Option(..., help="new checkpoint directory for the model with the re-fitted head"),
+    data: Path | None = typer.Option(None, help="dataset (default: the run's first); its training episodes are used"),
+    max_episodes: int = typer.Option(384, help="at most this many training episodes, shared evenly by outcome"),
+    horizon: int | None = typer.Option(None, help="steps replayed per episode (default: the whole episode)"),
+    flow_steps: int = typer.Option(4, help="flow sampler steps of the imagined rollouts (use the same later)"),
+    ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero"),
+    seed: int = typer.Option(0, help="episode choice and imagination noise seed"),
+) -> None:
+    """Re-fit the success head on the model's own imagined futures of training episodes (real outcomes as labels);
+    writes a checkpoint to OUT with only the success row of the head changed, and OUT/head_tuning.json."""
+    import numpy as np
+
+    from flexwm.data import FlexDataset
+    from flexwm.evaluation.imagined_head import tune_success_head
+    from flexwm.training.checkpoint import resolve_run_dir
+
+    data, held = _run_split(resolve_run_dir(ckpt), data, "tune-head")
+    ds = FlexDataset(data)
+    held_set = set(held)
+    by_outcome: dict[str, list[int]] = {}
+    for i in range(len(ds)):
+        if i not in held_set:
+            by_outcome.setdefault(ds.episodes[i]["outcome"], []).append(i)
+    rng = np.random.default_rng(seed)
+    pools = {o: list(rng.permutation(v)) for o, v in sorted(by_outcome.items())}
+    idx: list[int] = []
+    while len(idx) < max_episodes and any(pools.values()):  # round-robin over outcomes: balanced where possible
+        for pool in pools.values():
+            if pool and len(idx) < max_episodes:
+                idx.append(int(pool.pop()))
+    res = tune_success_head(ckpt, out, [ds.load_episode(i) for i in sorted(idx)], flow_steps=flow_steps,
+                            ac_noise=ac_noise, horizon=horizon, seed=seed, progress=True,
+                            command=" ".join(["flexwm", *sys.argv[1:]]))
+    _echo_json({k: res[k] for k in ("episodes", "windows", "positive_windows", "l2", "validation", "train_fit")}
+               | {"wrote": str(out)})
 
 
 def _jsonable(x):

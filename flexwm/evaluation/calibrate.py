@@ -19,7 +19,7 @@ tells success from failure (0.5 = not at all), independent of any threshold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,35 +64,47 @@ def _canonical(episode: Any) -> str:
         return episode.meta.instruction
 
 
-def imagined_scores(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
-                    seed: int = 0, instruction: Any = None) -> np.ndarray:
-    """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc).
-    `instruction(episode) -> str` (default: the task's canonical instruction, else the episode's own)."""
+def replay_open_loop(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+                     seed: int = 0, instruction: Any = None, imagination: Any = None
+                     ) -> Iterator[tuple[int, int, np.ndarray, Any]]:
+    """Replay episodes open-loop in imagination from their first real frame, `batch` at a time, frame_stride
+    of their own actions per step. Yields (first episode index of the batch, step k, live rows (bool, which
+    episodes still have real actions at step k), the Imagination after step k); `imag.success` then holds the
+    head's P(success) of every row's newest window. Shorter episodes hold their last action; their later
+    steps are not live. `instruction(episode) -> str` defaults to the task's canonical instruction;
+    `imagination` (default `Imagination`) is the class of the batch of imagined episodes."""
     from flexwm.rl.imagination import Imagination
 
     stride = int(wm.frame_stride)
     instruction = instruction or _canonical
-    out = np.zeros(len(episodes))
+    imagination = imagination or Imagination
     for b in range(0, len(episodes), batch):
         eps = episodes[b:b + batch]
-        lengths = [min(e.length, horizon or e.length) // stride for e in eps]  # imagined frames per episode
-        if min(lengths) < 1:
+        lengths = np.array([min(e.length, horizon or e.length) // stride for e in eps])  # imagined frames
+        if lengths.min() < 1:
             raise ConfigError(f"an episode is shorter than the model's frame_stride {stride}: nothing to imagine")
-        frames = max(lengths)
+        frames = int(lengths.max())
         actions = np.zeros((len(eps), frames * stride, int(wm.action_dim)), np.float32)
-        for i, e in enumerate(eps):  # shorter episodes hold their last action; their later frames are ignored
+        for i, e in enumerate(eps):
             a = e.actions[: lengths[i] * stride]
             actions[i, : len(a)] = a
             actions[i, len(a):] = a[-1]
-        imag = Imagination(wm, len(eps))
+        imag = imagination(wm, len(eps))
         imag.seed(range(len(eps)), [seed + b + i for i in range(len(eps))])
         imag.start(range(len(eps)), np.stack([e.frames[0] for e in eps]), [instruction(e) for e in eps])
-        best = np.zeros(len(eps))
         for k in range(frames):
             imag.step(actions[:, k * stride:(k + 1) * stride])
-            live = np.asarray(lengths) > k
-            best[live] = np.maximum(best[live], imag.success.numpy()[live])
-        out[b:b + len(eps)] = best
+            yield b, k, lengths > k, imag
+
+
+def imagined_scores(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+                    seed: int = 0, instruction: Any = None) -> np.ndarray:
+    """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc)."""
+    out = np.zeros(len(episodes))
+    for b, _, live, imag in replay_open_loop(wm, episodes, horizon=horizon, batch=batch, seed=seed,
+                                             instruction=instruction):
+        rows = b + np.flatnonzero(live)
+        out[rows] = np.maximum(out[rows], imag.success.numpy()[live])
     return out
 
 

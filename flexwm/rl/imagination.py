@@ -139,9 +139,14 @@ class Imagination:
         for ins, idx in groups.items():
             w = self.window[idx]
             state = LatentState(context=w[:, :C], proprio=None, embodiment=self.wm.embodiment)
-            p, prog = self.wm.score(state, w[:, C:], ins)
+            p, prog = self._score_group(idx, state, w[:, C:], ins)
             self.success[idx] = p.float().cpu()
             self.progress[idx] = prog.float().cpu()
+
+    def _score_group(self, rows: list[int], state: LatentState, future: Tensor,
+                     instruction: str | None) -> tuple[Tensor, Tensor]:
+        """The head on one instruction's rows (a subclass may record more, e.g. the head's input features)."""
+        return self.wm.score(state, future, instruction)
 
     @torch.no_grad()
     def images(self) -> np.ndarray:

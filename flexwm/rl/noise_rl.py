@@ -1,0 +1,271 @@
+"""Steer the WAM mode by RL over its initial noise (latent-space RL, as DSRL does for diffusion policies).
+
+The world-action model turns an instruction and initial noise into actions. Its weights stay frozen; a small
+*noise policy* mu(observation latent) -> initial action noise (H, A) is learned instead, so the WAM keeps
+producing actions it knows how to produce, only from better draws:
+
+    noise_actions = mu(context latents) + std * N(0, I)      (the video noise stays N(0, I))
+    actions       = WAM(context, instruction, noise)          (flow sampler, `propose_with_noise`)
+
+With mu = 0 and std = 1 this is exactly the WAM (the policy's last layer starts at zero). Training is the
+same positive-advantage weighted regression with group-relative baselines as `flexwm.rl.improve`:
+
+    repeat `iterations` times:
+        `starts` start states (live simulator resets, seeds clear of evaluation seeds) x `samples` rollouts,
+        one decision every `execute` native actions, in imagination (batched, the success head's highest
+        P(success) along the rollout as return) or in the real simulator (its success flag)
+        advantage A = R - mean(R of the same start), w = max(A, 0) / std(A)
+        `updates` AdamW steps on the w-weighted MSE between mu(context) and the noise that was used
+
+Imagined and real rollouts see the same observation: the model's context latents without proprioception
+(imagined states have none), so the WAM is also run without proprioception here.
+
+    pol, log = steer_wam(wm, "button-press-v3", NoiseRLConfig(iterations=3), imagine=True)
+    policy = steered_wam_policy(wm, pol)                     # a RecedingHorizonPolicy for flexwm evaluation
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flexwm.config import field, to_dict, validate
+from flexwm.errors import ConfigError
+from flexwm.models.interface import LatentState
+from flexwm.planning.base import Plan, RecedingHorizonPolicy, WMPlanner, to_numpy
+from flexwm.planning.wam import _flex_parts, propose_with_noise
+
+
+@dataclass
+class NoiseRLConfig:
+    iterations: int = field(3, ge=1, help="collect-then-update rounds")
+    starts: int = field(8, ge=1, help="start states per iteration")
+    samples: int = field(4, ge=2, help="rollouts per start (the group of the baseline)")
+    std: float = field(1.0, ge=0.0, help="exploration std of the action noise (1 with mu = 0: the WAM itself)")
+    eval_std: float = field(1.0, ge=0.0, help="noise std when the steered policy is evaluated")
+    max_steps: int = field(200, ge=1, help="native steps per rollout")
+    execute: int | None = field(None, ge=1, help="actions executed per decision; None = frame_stride")
+    updates: int = field(100, ge=0, help="gradient steps per iteration")
+    batch_size: int = field(64, ge=1)
+    lr: float = field(1e-3, ge=1e-12)
+    hidden: int = field(256, ge=1, help="noise-policy MLP width")
+    success_threshold: float = field(0.5, ge=0.0, le=1.0, help="imagined: P(success) that ends a rollout")
+    seed: int = field(20_000, help="first start seed (keep clear of evaluation seeds)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+class NoisePolicy(nn.Module):
+    """mu(context latents (N, C, c, h, w)) -> mean initial action noise (N, H, A); starts at exactly zero."""
+
+    def __init__(self, context_shape: tuple[int, ...], horizon: int, action_dim: int, hidden: int = 256):
+        super().__init__()
+        self.config = {"context_shape": [int(s) for s in context_shape], "horizon": int(horizon),
+                       "action_dim": int(action_dim), "hidden": int(hidden)}
+        n_in = int(np.prod(context_shape))
+        self.net = nn.Sequential(nn.Flatten(), nn.LayerNorm(n_in, elementwise_affine=False), nn.Linear(n_in, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, horizon * action_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, context: Tensor) -> Tensor:
+        shape = tuple(self.config["context_shape"])
+        if tuple(context.shape[1:]) != shape:
+            raise ConfigError(f"the noise policy was built for context latents {shape}, got {tuple(context.shape[1:])}"
+                              "; train it with the same world model")
+        return self.net(context.float()).reshape(-1, self.config["horizon"], self.config["action_dim"])
+
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        from flexwm.io import save_pretrained_dir
+
+        save_pretrained_dir(Path(directory), self.state_dict(), {"noise_policy": self.config, **(extra or {})})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> NoisePolicy:
+        from flexwm.io import check_state_dict, load_pretrained_dir
+
+        cfg, state = load_pretrained_dir(Path(directory), "noise-policy")
+        if "noise_policy" not in cfg:
+            raise ConfigError(f"{directory} is not a noise-policy directory (config.json has no 'noise_policy')")
+        c = cfg["noise_policy"]
+        pol = cls(tuple(c["context_shape"]), c["horizon"], c["action_dim"], c["hidden"])
+        check_state_dict(pol.state_dict(), state, Path(directory) / "model.safetensors", "noise-policy")
+        pol.load_state_dict(state)
+        return pol.eval()
+
+
+def steered_actions(wm: Any, context: Tensor, instruction: str | None, noise_actions: Tensor,
+                    generator: torch.Generator) -> Tensor:
+    """WAM actions (N, H, A native) from context latents (N, C, c, h, w) and initial action noise (N, H, A);
+    the video noise is drawn from `generator`."""
+    F = int(wm.horizon) // int(wm.frame_stride)
+    video = torch.randn((context.shape[0], F, *context.shape[2:]), generator=generator).to(context)
+    state = LatentState(context=context, proprio=None, embodiment=wm.embodiment)
+    with torch.no_grad():
+        actions, _ = propose_with_noise(wm, state, instruction, {"video": video, "actions": noise_actions.to(context)})
+    return actions
+
+
+class SteeredWAMPlanner(WMPlanner):
+    """The WAM with its initial action noise from a noise policy (mu + std * N(0, I)); no proprioception.
+    With `record` it keeps (context, noise) of every plan for training."""
+
+    name = "wam-steered"
+
+    def __init__(self, wm: Any, policy: NoisePolicy, std: float = 1.0, record: bool = False):
+        super().__init__(wm, chunks=1)
+        _flex_parts(wm, "steering the WAM noise")
+        self.policy, self.std, self.record = policy, float(std), record
+        self.records: list[tuple[Tensor, Tensor]] = []
+
+    def _plan(self, frames: np.ndarray, proprio: np.ndarray | None, instruction: str,
+              generator: torch.Generator, executed: int) -> Plan:
+        ctx = self.encode(frames, None).context
+        with torch.no_grad():
+            z = self.policy(ctx) + self.std * torch.randn((1, self.horizon, self.action_dim), generator=generator)
+        actions = steered_actions(self.wm, ctx, instruction or None, z, generator)
+        if self.record:
+            self.records.append((ctx[0].cpu(), z[0].cpu()))
+        return Plan(actions=to_numpy(actions[0]), info={"noise_norm": float(z.norm())})
+
+
+def steered_wam_policy(wm: Any, policy: NoisePolicy, std: float = 1.0, *, execute: int | None = None,
+                       record: bool = False) -> RecedingHorizonPolicy:
+    """A policy for `evaluate_policy` and the simulator loop: the noise-steered WAM, receding horizon."""
+    return RecedingHorizonPolicy(SteeredWAMPlanner(wm, policy, std, record), execute=execute,
+                                 name="wam-steered")
+
+
+def make_noise_policy(wm: Any, hidden: int = 256) -> NoisePolicy:
+    model = _flex_parts(wm, "steering the WAM noise")[0]
+    C = int(model.cfg.context_frames)
+    return NoisePolicy((C, *model.cfg.latent_shape), int(wm.horizon), int(wm.action_dim), hidden)
+
+
+def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseRLConfig, execute: int,
+                       gen: torch.Generator) -> dict[str, Any]:
+    from flexwm.rl.imagination import Imagination
+
+    S, n = len(starts), len(starts) * cfg.samples
+    ctxs, zs, owner, ret = [], [], [], np.zeros(n)
+    imag = Imagination(wm, n)
+    imag.seed(range(n), [int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) for _ in range(n)])
+    imag.start(range(n), np.stack([s.image for s in starts for _ in range(cfg.samples)]),
+               [starts[i // cfg.samples].instruction for i in range(n)])
+    alive = np.ones(n, bool)
+    for _ in range(cfg.max_steps // execute):
+        if not alive.any():
+            break
+        rows = np.flatnonzero(alive)
+        ctx = imag.context[rows]
+        with torch.no_grad():
+            z = pol(ctx) + cfg.std * torch.randn((len(rows), int(wm.horizon), int(wm.action_dim)), generator=gen)
+        full = np.zeros((n, execute, int(wm.action_dim)), np.float32)  # finished rows: held still, not used
+        for ins in {starts[r // cfg.samples].instruction for r in rows}:  # one WAM call per instruction
+            sel = np.array([starts[r // cfg.samples].instruction == ins for r in rows])
+            full[rows[sel]] = to_numpy(steered_actions(wm, ctx[sel], ins, z[sel], gen)[:, :execute])
+        ctxs.append(ctx.cpu())
+        zs.append(z)
+        owner.append(rows)
+        imag.step(full)
+        p = imag.success.numpy()
+        ret[rows] = np.maximum(ret[rows], p[rows])
+        alive &= p <= cfg.success_threshold
+    return {"context": torch.cat(ctxs), "noise": torch.cat(zs), "owner": np.concatenate(owner), "returns": ret}
+
+
+def _real_rollouts(wm: Any, pol: NoisePolicy, env: Any, seeds: list[int], cfg: NoiseRLConfig, execute: int,
+                   gen: torch.Generator) -> dict[str, Any]:
+    ctxs, zs, owner, ret = [], [], [], np.zeros(len(seeds) * cfg.samples)
+    policy = steered_wam_policy(wm, pol, cfg.std, execute=execute, record=True)
+    planner = policy.planner
+    for i in range(len(ret)):
+        policy.reset(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        planner.records.clear()
+        obs = env.reset(seeds[i // cfg.samples])
+        for _ in range(cfg.max_steps):
+            res = env.step(policy.act(obs))
+            obs = res.observation
+            if res.success:
+                ret[i] = 1.0
+            if res.success or res.done:
+                break
+        ctxs += [c for c, _ in planner.records]
+        zs += [z for _, z in planner.records]
+        owner += [i] * len(planner.records)
+    return {"context": torch.stack(ctxs), "noise": torch.stack(zs), "owner": np.asarray(owner), "returns": ret}
+
+
+def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
+              env_name: str = "metaworld", env: Any = None, policy: NoisePolicy | None = None,
+              progress: bool = False) -> tuple[NoisePolicy, dict[str, Any]]:
+    """Learn a noise policy for the WAM of `wm` on `task`, in imagination (`imagine=True`) or in the real
+    simulator. Returns (the noise policy, a log: per-iteration mean return, decisions, time)."""
+    import copy
+
+    from flexwm.envs import make_env
+    from flexwm.rl.imagination import expected_image_size
+
+    cfg = cfg or NoiseRLConfig()
+    pol = copy.deepcopy(policy) if policy is not None else make_noise_policy(wm, cfg.hidden)
+    execute = min(int(cfg.execute or wm.frame_stride), int(wm.horizon))
+    if imagine and execute % int(wm.frame_stride):
+        raise ConfigError(f"in imagination execute must be a multiple of frame_stride={wm.frame_stride}, got {execute}")
+    opt = torch.optim.AdamW(pol.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    own_env = env is None
+    if own_env:
+        env = make_env(env_name, task, image_size=expected_image_size(wm) or (64, 64), max_episode_steps=cfg.max_steps)
+    if int(env.action_space.shape[0]) != int(wm.action_dim):
+        raise ConfigError(f"{env_name}/{task} has {env.action_space.shape[0]}-d actions but the world model "
+                          f"{wm.action_dim}-d ones; use a model trained on this embodiment")
+    log: list[dict[str, Any]] = []
+    try:
+        for it in range(cfg.iterations):
+            t0 = time.perf_counter()
+            seeds = [cfg.seed + it * cfg.starts + s for s in range(cfg.starts)]
+            pol.eval()
+            if imagine:
+                data = _imagined_rollouts(wm, pol, [env.reset(s) for s in seeds], cfg, execute, gen)
+            else:
+                data = _real_rollouts(wm, pol, env, seeds, cfg, execute, gen)
+            R = data["returns"].reshape(cfg.starts, cfg.samples)
+            adv = R - R.mean(1, keepdims=True)
+            w = torch.as_tensor(np.maximum(adv, 0).reshape(-1)[data["owner"]] / (adv.std() + 1e-6),
+                                dtype=torch.float32)
+            used, losses = int((w > 0).sum()), []
+            if used and cfg.updates:
+                pol.train()
+                pool = torch.nonzero(w > 0).flatten()
+                for _ in range(cfg.updates):
+                    i = pool[torch.randint(0, len(pool), (cfg.batch_size,), generator=gen)]
+                    err = (pol(data["context"][i]) - data["noise"][i].float()).pow(2).mean((1, 2))
+                    loss = (err * w[i]).sum() / w[i].sum().clamp_min(1e-6)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(pol.parameters(), 1.0)
+                    opt.step()
+                    losses.append(float(loss.detach()))
+            row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()),
+                   "rollouts": int(R.size), "decisions": int(len(w)), "weighted_decisions": used,
+                   "native_steps": int(len(w) * execute), "loss": float(np.mean(losses)) if losses else None,
+                   "wall_s": time.perf_counter() - t0}
+            log.append(row)
+            if progress:
+                print(f"[steer-wam {task} {'imagined' if imagine else 'real'}] iteration {it}: mean return "
+                      f"{row['mean_return']:.3f}, {used}/{len(w)} decisions weighted, {row['wall_s']:.0f} s",
+                      file=sys.stderr, flush=True)
+    finally:
+        if own_env:
+            env.close()
+    return pol.eval(), {"config": to_dict(cfg), "backend": "imagination" if imagine else "real", "task": task,
+                        "execute": execute, "iterations": log, "wall_s": sum(r["wall_s"] for r in log),
+                        "native_steps": sum(r["native_steps"] for r in log)}
