@@ -291,7 +291,6 @@ def eval_(
         recorded = r.pop("videos", None)
         if recorded:
             from flexwm.report import save_eval_videos
-
             from flexwm.training.checkpoint import resolve_run_dir
 
             save_eval_videos(resolve_run_dir(ckpt), policy, task, recorded)

@@ -154,7 +154,7 @@ def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseR
                        gen: torch.Generator) -> dict[str, Any]:
     from flexwm.rl.imagination import Imagination
 
-    S, n = len(starts), len(starts) * cfg.samples
+    n = len(starts) * cfg.samples
     ctxs, zs, owner, ret = [], [], [], np.zeros(n)
     imag = Imagination(wm, n)
     imag.seed(range(n), [int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) for _ in range(n)])
