@@ -198,7 +198,7 @@ def eval_(
     ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory"),
     env: str = typer.Option("metaworld", help="metaworld | pusht"),
     tasks: str = typer.Option("avdc", help="comma-separated task names, or 'avdc'"),
-    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | random | bc (--ckpt: a flexwm train-bc directory)"),
+    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | wam-steered (--set noise_policy=DIR) | random | bc (--ckpt: a flexwm train-bc directory)"),
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),

@@ -12,6 +12,7 @@
 | cem, mppi  | sampling over action sequences, scored in action-conditioned (AC) mode              | sampling.py  |
 | grad       | Adam on the actions through the differentiable AC rollout (or on the WAM noise)     | gradient.py  |
 | hybrid     | WAM proposals, re-simulated in AC mode, best refined by CEM or gradient steps       | hybrid.py    |
+| wam-steered| WAM whose initial action noise comes from a noise policy learned by RL              | rl/noise_rl.py |
 | bc         | behaviour-cloning baseline: frame + proprio + instruction -> action chunk           | bc.py        |
 | random     | uniform random actions                                                              | random.py    |
 
@@ -43,18 +44,19 @@ from flexwm.planning.hybrid import HybridConfig, HybridPlanner
 from flexwm.planning.objectives import GoalObjective, ObjectiveConfig, SuccessObjective, make_objective
 from flexwm.planning.random import RandomConfig, RandomPlanner
 from flexwm.planning.sampling import CEMConfig, MPPIConfig, SamplingPlanner
-from flexwm.planning.wam import WAMConfig, WAMPlanner
+from flexwm.planning.wam import SteeredWAMConfig, WAMConfig, WAMPlanner
 
 __all__ = [
     "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "evaluate_policy", "train_bc", "check_action_dim",
     "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
-    "WAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
+    "WAMConfig", "SteeredWAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
     "BCConfig", "BCPolicyConfig", "BCModel", "ObjectiveConfig", "SuccessObjective", "GoalObjective",
 ]
 
 CONFIGS: dict[str, type] = {
     "wam": WAMConfig, "wam-seq": WAMConfig, "best-of-n": BestOfNConfig, "cem": CEMConfig, "mppi": MPPIConfig,
     "grad": GradConfig, "hybrid": HybridConfig, "bc": BCPolicyConfig, "random": RandomConfig,
+    "wam-steered": SteeredWAMConfig,
 }
 POLICIES: tuple[str, ...] = tuple(CONFIGS)
 
@@ -148,6 +150,14 @@ def _build(name: str, wm: Any, cfg: Any, action_space: Any, goal_image: Any, par
     if wm is None:
         raise ConfigError(f"policy {name!r} needs a world model: make_policy({name!r}, load_run(RUN_DIR))")
     low, high = _bounds(wm, action_space, int(wm.action_dim))
+    if name == "wam-steered":
+        from flexwm.rl.noise_rl import NoisePolicy, steered_wam_policy
+
+        if not cfg.noise_policy:
+            raise ConfigError("policy 'wam-steered' needs noise_policy=DIR (a flexwm steer-wam output), e.g. "
+                              "--set noise_policy=runs/noise-pol")
+        return steered_wam_policy(wm, NoisePolicy.from_pretrained(cfg.noise_policy), cfg.std, execute=cfg.execute,
+                                  action_low=low, action_high=high)
     if name in ("wam", "wam-seq"):
         planner: Planner = WAMPlanner(wm, cfg, sequential=name == "wam-seq")
     else:

@@ -32,6 +32,13 @@ class WAMConfig:
     flow_steps: int | None = field(None, ge=1, help="flow-sampling steps; None = the model's")
 
 
+@dataclass
+class SteeredWAMConfig:
+    noise_policy: str = field("", help="directory of a noise policy (flexwm steer-wam --out DIR)")
+    std: float = field(1.0, ge=0.0, help="action-noise std around the policy's mean (1: as the WAM samples)")
+    execute: int | None = field(None, ge=1, help="actions executed before replanning; None = frame_stride")
+
+
 def _flex_parts(wm: Any, what: str) -> tuple[Any, Any]:
     model, text_encoder = getattr(wm, "model", None), getattr(wm, "text_encoder", None)
     if model is None or not hasattr(model, "adapter"):

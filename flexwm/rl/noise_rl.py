@@ -103,15 +103,14 @@ class NoisePolicy(nn.Module):
 
 
 def steered_actions(wm: Any, context: Tensor, instruction: str | None, noise_actions: Tensor,
-                    generator: torch.Generator) -> Tensor:
-    """WAM actions (N, H, A native) from context latents (N, C, c, h, w) and initial action noise (N, H, A);
-    the video noise is drawn from `generator`."""
+                    generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """WAM (actions (N, H, A) native, imagined latents (N, F, c, h, w)) from context latents (N, C, c, h, w) and
+    initial action noise (N, H, A); the video noise is drawn from `generator`."""
     F = int(wm.horizon) // int(wm.frame_stride)
     video = torch.randn((context.shape[0], F, *context.shape[2:]), generator=generator).to(context)
     state = LatentState(context=context, proprio=None, embodiment=wm.embodiment)
     with torch.no_grad():
-        actions, _ = propose_with_noise(wm, state, instruction, {"video": video, "actions": noise_actions.to(context)})
-    return actions
+        return propose_with_noise(wm, state, instruction, {"video": video, "actions": noise_actions.to(context)})
 
 
 class SteeredWAMPlanner(WMPlanner):
@@ -131,17 +130,19 @@ class SteeredWAMPlanner(WMPlanner):
         ctx = self.encode(frames, None).context
         with torch.no_grad():
             z = self.policy(ctx) + self.std * torch.randn((1, self.horizon, self.action_dim), generator=generator)
-        actions = steered_actions(self.wm, ctx, instruction or None, z, generator)
+        actions, video = steered_actions(self.wm, ctx, instruction or None, z, generator)
         if self.record:
             self.records.append((ctx[0].cpu(), z[0].cpu()))
-        return Plan(actions=to_numpy(actions[0]), info={"noise_norm": float(z.norm())})
+        return Plan(actions=to_numpy(actions[0]), latents=video[0].cpu(), info={"noise_norm": float(z.norm())})
 
 
 def steered_wam_policy(wm: Any, policy: NoisePolicy, std: float = 1.0, *, execute: int | None = None,
-                       record: bool = False) -> RecedingHorizonPolicy:
-    """A policy for `evaluate_policy` and the simulator loop: the noise-steered WAM, receding horizon."""
+                       record: bool = False, action_low: Any = None, action_high: Any = None
+                       ) -> RecedingHorizonPolicy:
+    """A policy for `evaluate_policy` and the simulator loop: the noise-steered WAM, receding horizon (actions
+    clipped to [action_low, action_high], default [-1, 1])."""
     return RecedingHorizonPolicy(SteeredWAMPlanner(wm, policy, std, record), execute=execute,
-                                 name="wam-steered")
+                                 action_low=action_low, action_high=action_high, name="wam-steered")
 
 
 def make_noise_policy(wm: Any, hidden: int = 256) -> NoisePolicy:
@@ -171,7 +172,7 @@ def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseR
         full = np.zeros((n, execute, int(wm.action_dim)), np.float32)  # finished rows: held still, not used
         for ins in {starts[r // cfg.samples].instruction for r in rows}:  # one WAM call per instruction
             sel = np.array([starts[r // cfg.samples].instruction == ins for r in rows])
-            full[rows[sel]] = to_numpy(steered_actions(wm, ctx[sel], ins, z[sel], gen)[:, :execute])
+            full[rows[sel]] = to_numpy(steered_actions(wm, ctx[sel], ins, z[sel], gen)[0][:, :execute])
         ctxs.append(ctx.cpu())
         zs.append(z)
         owner.append(rows)

@@ -24,12 +24,18 @@ def obs(t: int = 0, instruction: str = "open the door") -> Observation:
 
 
 @pytest.mark.parametrize("name", POLICIES)
-def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldModelAdapter, name: str) -> None:
-    kw = {}
+def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldModelAdapter, name: str,
+                                                                 tmp_path) -> None:
+    kw, cfg = {}, None
     if name == "bc":
         torch.manual_seed(0)
         kw = {"bc_model": BCModel(bc_preset("tiny", image_size=(64, 64))).eval()}
-    policy = make_policy(name, wm, action_space=BOX, preset="tiny", **kw)
+    if name == "wam-steered":
+        from flexwm.rl.noise_rl import make_noise_policy
+
+        make_noise_policy(wm, hidden=8).save_pretrained(tmp_path / "np")
+        cfg = {"noise_policy": str(tmp_path / "np")}
+    policy = make_policy(name, wm, cfg, action_space=BOX, preset="tiny", **kw)
     policy.reset(0)
     for t in range(3):
         a = policy.act(obs(t))

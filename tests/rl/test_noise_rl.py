@@ -64,6 +64,13 @@ def test_imagined_backend_and_round_trip(tiny_wm, tmp_path):
     assert [r["decisions"] for r in log["iterations"]] == [4 * 8 // tiny_wm.frame_stride] * 2
     pol.save_pretrained(tmp_path / "np")
     again = NoisePolicy.from_pretrained(tmp_path / "np")
+    from flexwm.planning import make_policy
+
+    steered = make_policy("wam-steered", tiny_wm, {"noise_policy": str(tmp_path / "np")})
+    steered.reset(0)
+    assert steered.act(LineEnv().reset(0)).shape == (tiny_wm.action_dim,)
+    with pytest.raises(ConfigError, match="noise_policy=DIR"):
+        make_policy("wam-steered", tiny_wm)
     ctx = torch.randn(3, *pol.config["context_shape"])
     assert torch.equal(pol(ctx), again(ctx))
     with pytest.raises(ConfigError, match="context latents"):
