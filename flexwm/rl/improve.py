@@ -61,6 +61,14 @@ def _check_bc(bc: Any, wm: Any | None) -> None:
                           f"{wm.action_dim}-d ones")
 
 
+def advantage_weights(returns: np.ndarray, owner: np.ndarray) -> torch.Tensor:
+    """Positive group-relative advantage weights: returns (starts, samples) -> one weight per recorded decision
+    (`owner` = the rollout index, start-major, of each decision): max(R - mean of its start, 0) / std(all)."""
+    adv = returns - returns.mean(1, keepdims=True)
+    w = np.maximum(adv, 0).reshape(-1) / (adv.std() + 1e-6)
+    return torch.as_tensor(w[owner], dtype=torch.float32)
+
+
 def _to_native(bc: Any, u: torch.Tensor) -> np.ndarray:
     return ((u + 1) / 2 * (bc.action_high - bc.action_low) + bc.action_low).cpu().numpy()
 
@@ -163,10 +171,7 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
             model.eval()
             data = rollouts(model, text, starts, cfg.samples, cfg, execute, gen, wm=wm, env=env, seeds=seeds)
             R = data["returns"].reshape(cfg.starts, cfg.samples)
-            adv = R - R.mean(1, keepdims=True)
-            scale = adv.std() + 1e-6
-            w_rollout = np.maximum(adv, 0).reshape(-1) / scale
-            w = torch.as_tensor(w_rollout[data["owner"]], dtype=torch.float32)
+            w = advantage_weights(R, data["owner"])
             used = int((w > 0).sum())
             losses = []
             if used and cfg.updates:

@@ -41,6 +41,7 @@ from flexwm.errors import ConfigError
 from flexwm.models.interface import LatentState
 from flexwm.planning.base import Plan, RecedingHorizonPolicy, WMPlanner, to_numpy
 from flexwm.planning.wam import _flex_parts, propose_with_noise
+from flexwm.rl.improve import advantage_weights
 
 
 @dataclass
@@ -239,9 +240,7 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
             else:
                 data = _real_rollouts(wm, pol, env, seeds, cfg, execute, gen)
             R = data["returns"].reshape(cfg.starts, cfg.samples)
-            adv = R - R.mean(1, keepdims=True)
-            w = torch.as_tensor(np.maximum(adv, 0).reshape(-1)[data["owner"]] / (adv.std() + 1e-6),
-                                dtype=torch.float32)
+            w = advantage_weights(R, data["owner"])
             used, losses = int((w > 0).sum()), []
             if used and cfg.updates:
                 pol.train()
