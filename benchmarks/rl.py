@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -71,6 +72,8 @@ def main() -> None:
     folder = Path(str(Path(args.out).with_suffix("")))
     folder.mkdir(parents=True, exist_ok=True)
     cfg = apply_overrides(ImproveConfig(), args.overrides) if args.overrides else ImproveConfig()
+    # the real-simulator comparison runs whole episodes from resets with the same budget knobs
+    real_cfg = dataclasses.replace(cfg, start="reset", reward="success")
 
     bc_dir = folder / "bc"
     if not (bc_dir / "model.safetensors").exists():
@@ -88,6 +91,13 @@ def main() -> None:
                                                        "loss_last": info["losses"][-1]})
     bc = BCModel.from_pretrained(bc_dir)
     wm = load_run(args.run, steps=args.flow_steps)
+    branch_data, heldout = None, set()
+    if cfg.start == "dataset":  # short imagined branches from the task's training frames (never held-out ones)
+        from flexwm.training.checkpoint import resolve_run_dir
+
+        branch_data = FlexDataset(args.data)
+        split = json.loads((resolve_run_dir(args.run) / "split.json").read_text())
+        heldout = {i for d, h in zip(split["data"], split["heldout"]) if Path(d) == Path(args.data) for i in h}
     rows = {}
     for t in tasks:
         row = {"before": evaluate(bc_dir, t, args.episodes, args.seed, folder / f"{t}-before.json")}
@@ -95,7 +105,12 @@ def main() -> None:
             d = folder / f"{t}-{backend}"
             if not (d / "model.safetensors").exists():
                 torch.manual_seed(0)
-                model, log = improve_bc(bc, t, cfg, wm=wm if backend == "imagination" else None, progress=True)
+                kw = {}
+                if backend == "imagination" and branch_data is not None:
+                    kw = {"dataset": branch_data, "episodes": [i for i, e in enumerate(branch_data.episodes)
+                                                               if e["env_task"] == t and i not in heldout]}
+                model, log = improve_bc(bc, t, cfg if backend == "imagination" else real_cfg,
+                                        wm=wm if backend == "imagination" else None, progress=True, **kw)
                 model.save_pretrained(d)
                 atomic_write_json(d / "improve_log.json", log)
             log = json.loads((d / "improve_log.json").read_text())

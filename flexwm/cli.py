@@ -313,10 +313,13 @@ def improve(
     real: bool = typer.Option(False, "--real", help="train in the real simulator instead (same algorithm)"),
     env: str = typer.Option("metaworld", help="metaworld | pusht"),
     flow_steps: int = typer.Option(4, help="flow sampler steps of the imagined rollouts"),
+    data: Path | None = typer.Option(None, help="with --set start=dataset: branch from this dataset's frames of "
+                                                "the task (the run's held-out episodes excluded)"),
     set_: list[str] = typer.Option([], "--set", help="ImproveConfig override, e.g. --set iterations=8"),
 ) -> None:
     """Improve a behaviour-cloning policy by RL in imagination (positive-advantage weighted regression on
-    batched imagined rollouts scored by the success head), or in the real simulator with --real."""
+    batched imagined rollouts scored by the success head), or in the real simulator with --real.
+    `--set start=dataset --set reward=progress --data DATA`: short imagined branches from real dataset frames."""
     from flexwm.config import apply_overrides
     from flexwm.io import atomic_write_json
     from flexwm.planning import BCModel
@@ -333,7 +336,23 @@ def improve(
         from flexwm.inference import load_run
 
         wm = load_run(ckpt, steps=flow_steps)
-    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env, progress=True)
+    kw = {}
+    if cfg.start == "dataset":
+        if data is None or ckpt is None:
+            raise ConfigError("--set start=dataset needs --ckpt RUN and --data DATA (the frames to branch from)")
+        from flexwm.data import FlexDataset
+        from flexwm.training.checkpoint import resolve_run_dir
+
+        ds = FlexDataset(data)
+        try:
+            _, held = _run_split(resolve_run_dir(ckpt), data, "improve --set start=dataset")
+        except ConfigError:
+            held = []  # a dataset the run was not trained on: every episode is new to it
+        kw = {"dataset": ds, "episodes": [i for i, e in enumerate(ds.episodes) if e["env_task"] == task
+                                          and i not in set(held)]}
+        if not kw["episodes"]:
+            raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
+    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env, progress=True, **kw)
     model.save_pretrained(out)
     atomic_write_json(out / "improve_log.json", json.loads(json.dumps(
         {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(sys.argv)},

@@ -47,6 +47,12 @@ class ImproveConfig:
     lr: float = field(1e-4, ge=1e-12)
     success_threshold: float = field(0.5, ge=0.0, le=1.0, help="imagined: P(success) that ends a rollout")
     seed: int = field(20_000, help="first start seed (keep clear of evaluation seeds)")
+    start: str = field("reset", choices=("reset", "dataset"),
+                       help="imagined rollouts from simulator resets (whole episodes), or short branches from "
+                            "real frames of dataset episodes (`branch_rollouts`; no simulator at all)")
+    branch: int = field(4, ge=1, help="dataset starts: imagined decisions per branch")
+    reward: str = field("success", choices=("success", "progress"),
+                        help="imagined return: highest P(success) along the rollout, or the progress head at its end")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -136,12 +142,54 @@ def rollouts(bc: Any, text: torch.Tensor, starts: list[Any], samples: int, cfg: 
     return {"frames": np.stack(seen), "actions": np.stack(acts), "owner": np.asarray(owner), "returns": ret}
 
 
+def branch_rollouts(bc: Any, text: torch.Tensor, frames: np.ndarray, samples: int, cfg: ImproveConfig, execute: int,
+                    gen: torch.Generator, wm: Any, instruction: str | None) -> dict[str, Any]:
+    """Short imagined branches from real frames (S, H, W, 3): `samples` noisy first decisions per frame, then
+    `cfg.branch - 1` decisions of the policy's mean on the imagined frames. Only the first decision, taken on the
+    real frame, is returned for training, so the policy is never fitted to imagined images; its return is the
+    branch's highest P(success) or final progress (`cfg.reward`). Short branches stay where the model is accurate."""
+    from flexwm.rl.imagination import Imagination
+
+    n = len(frames) * samples
+    start = np.repeat(frames, samples, 0)
+    imag = Imagination(wm, n)
+    imag.seed(range(n), [int(torch.randint(0, 2**31 - 1, (1,), generator=gen)) for _ in range(n)])
+    imag.start(range(n), start, [instruction] * n)
+    with torch.no_grad():
+        u = bc(torch.from_numpy(start), None, text.expand(n, -1))[:, :execute]
+    u = (u + cfg.noise * torch.randn(u.shape, generator=gen)).clamp(-1, 1)
+    first = u.numpy().copy()
+    best = np.zeros(n)
+    for d in range(cfg.branch):
+        if d:
+            with torch.no_grad():
+                u = bc(torch.from_numpy(imag.images()), None, text.expand(n, -1))[:, :execute]
+        imag.step(_to_native(bc, u))
+        best = np.maximum(best, imag.success.numpy())
+    ret = best if cfg.reward == "success" else imag.progress.numpy().astype(float)
+    return {"frames": start, "actions": first, "owner": np.arange(n), "returns": ret}
+
+
+def dataset_start_frames(dataset: Any, episodes: list[int], n: int, rng: np.random.Generator,
+                         cache: dict[int, np.ndarray]) -> np.ndarray:
+    """n real frames (n, H, W, 3) at uniformly random times of uniformly random `episodes` of `dataset`."""
+    out = []
+    for _ in range(n):
+        i = int(episodes[int(rng.integers(len(episodes)))])
+        if i not in cache:
+            cache[i] = dataset.load_episode(i).frames
+        out.append(cache[i][int(rng.integers(len(cache[i])))])
+    return np.stack(out)
+
+
 def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any = None, env_name: str = "metaworld",
-               env: Any = None, instruction: str | None = None, text_encoder: Any = None, progress: bool = False
-               ) -> tuple[Any, dict[str, Any]]:
+               env: Any = None, instruction: str | None = None, text_encoder: Any = None, progress: bool = False,
+               dataset: Any = None, episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `bc` on `task` by RL in the world model `wm` (or in the real simulator when `wm`
     is None). The simulator (`env`, else make_env(env_name, task)) gives the start states, and the rollouts
-    when `wm` is None. Returns (the improved model, a log: per-iteration mean return, used decisions, time)."""
+    when `wm` is None. With `cfg.start == "dataset"` the imagined rollouts are short branches from real frames
+    of `episodes` of `dataset` (`branch_rollouts`) and no simulator is used. Returns (the improved model, a log:
+    per-iteration mean return, used decisions, time)."""
     from flexwm.envs import make_env
     from flexwm.envs.instructions import paraphrases
 
@@ -159,17 +207,35 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
     execute = int(wm.frame_stride) if wm is not None else max(1, bc.cfg.horizon // 2)
     execute = min(execute, bc.cfg.horizon)
     size = tuple(bc.cfg.image_size)
-    own_env = env is None
+    branched = cfg.start == "dataset"
+    if branched:
+        if wm is None or dataset is None or not episodes:
+            raise ConfigError("start='dataset' branches imagined rollouts from dataset frames: give wm=, dataset= "
+                              "and episodes= (the task's episodes)")
+        if wm.frame_stride and execute % int(wm.frame_stride):
+            raise ConfigError(f"execute {execute} must be a multiple of the model's frame_stride {wm.frame_stride}")
+        if tuple(dataset.image_size) != size:
+            raise ConfigError(f"dataset {dataset.root} has {tuple(dataset.image_size)} frames but the BC policy "
+                              f"expects {size}")
+    elif cfg.reward != "success":
+        raise ConfigError("reward='progress' is for short branches (start='dataset'); whole imagined episodes are "
+                          "scored by their highest P(success)")
+    frame_rng, frame_cache = np.random.default_rng(cfg.seed), {}
+    own_env = env is None and not branched
     if own_env:
         env = make_env(env_name, task, image_size=size, max_episode_steps=cfg.max_steps)
     log: list[dict[str, Any]] = []
     try:
         for it in range(cfg.iterations):
             t0 = time.perf_counter()
-            seeds = [cfg.seed + it * cfg.starts + s for s in range(cfg.starts)]
-            starts = [env.reset(s) for s in seeds]
             model.eval()
-            data = rollouts(model, text, starts, cfg.samples, cfg, execute, gen, wm=wm, env=env, seeds=seeds)
+            if branched:
+                frames = dataset_start_frames(dataset, episodes, cfg.starts, frame_rng, frame_cache)
+                data = branch_rollouts(model, text, frames, cfg.samples, cfg, execute, gen, wm, instruction)
+            else:
+                seeds = [cfg.seed + it * cfg.starts + s for s in range(cfg.starts)]
+                starts = [env.reset(s) for s in seeds]
+                data = rollouts(model, text, starts, cfg.samples, cfg, execute, gen, wm=wm, env=env, seeds=seeds)
             R = data["returns"].reshape(cfg.starts, cfg.samples)
             w = advantage_weights(R, data["owner"])
             used = int((w > 0).sum())

@@ -85,3 +85,41 @@ def test_bad_input():
                    text_encoder=make_text_encoder("hash"))
     with pytest.raises(ConfigError, match="samples"):
         ImproveConfig(samples=1)
+
+
+class LineFrames:
+    """A stand-in dataset: episodes of LineEnv frames at positions spread over the track (no simulator)."""
+
+    root, image_size = "line-frames", (64, 64)
+
+    def __init__(self, n: int = 6):
+        from flexwm.rl.toy import _grey
+
+        xs = np.linspace(-0.5, 0.45, 10 * n).reshape(n, 10)
+        self.frames = [np.stack([np.full((64, 64, 3), _grey(x), np.uint8) for x in row]) for row in xs]
+
+    def load_episode(self, i: int):
+        return type("Ep", (), {"frames": self.frames[i]})()
+
+
+def test_short_branches_from_dataset_frames_improve_real_success(text):
+    """Branches of 3 decisions from frames anywhere on the track, scored by the progress head (dense); a success
+    reward would only reach frames near the goal."""
+    bc = slow_bc()
+    seeds = list(range(100, 120))
+    cfg = ImproveConfig(iterations=6, starts=8, samples=4, noise=0.5, updates=40, batch_size=32, lr=3e-3, seed=0,
+                        start="dataset", branch=3, reward="progress")
+    improved, log = improve_bc(bc, "reach", cfg, wm=LineWorldModel(), instruction="reach the goal",
+                               text_encoder=make_text_encoder("hash"), dataset=LineFrames(), episodes=list(range(6)))
+    after = real_success(improved, seeds, text)
+    assert real_success(bc, seeds, text) == 0.0 and after >= 0.8, (after, log["iterations"])
+    assert all(r["rollouts"] == 32 and r["decisions"] == 32 for r in log["iterations"])  # first decisions only
+
+
+def test_branches_need_a_dataset_and_progress_needs_branches(text):
+    with pytest.raises(ConfigError, match="episodes="):
+        improve_bc(slow_bc(), "reach", ImproveConfig(start="dataset"), wm=LineWorldModel(),
+                   instruction="reach the goal", text_encoder=make_text_encoder("hash"))
+    with pytest.raises(ConfigError, match="short branches"):
+        improve_bc(slow_bc(), "reach", ImproveConfig(reward="progress"), wm=LineWorldModel(),
+                   env=LineEnv(), instruction="reach the goal", text_encoder=make_text_encoder("hash"))
