@@ -88,3 +88,26 @@ def test_fit_recovers_a_linear_rule_the_trained_head_misses():
     assert abs(fit["weight"][3]) > 5 * np.abs(np.delete(fit["weight"], 3)).max()
     with pytest.raises(ConfigError, match="both outcomes"):
         fit_success_head({"features": x, "labels": np.zeros(2000, bool), "episode": owner}, np.zeros(16), 0.0)
+
+
+def test_cli_picks_training_episodes_evenly_by_outcome(run, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flexwm.cli import app
+
+    path, _ = run
+    r = CliRunner().invoke(app, ["tune-head", "--ckpt", str(path), "--out", str(tmp_path / "ih"), "--max-episodes",
+                                 "12", "--flow-steps", "2"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ih" / "head_tuning.json").read_text())
+    assert rep["outcomes"] == {"success": 4, "failure": 4, "play": 4} and rep["episodes"] == 12
+    split = json.loads((path / "split.json").read_text())
+    with __import__("numpy").load(tmp_path / "ih" / "imagined_features.npz") as z:
+        keys = json.loads(str(z["settings"]))["episode_keys"]
+    held_seeds = {i for i in split["heldout"][0]}  # toy episode i has seed i
+    assert not held_seeds & {int(k.split("/")[-1]) for k in keys}
+    # writing over the run itself is refused
+    r = CliRunner().invoke(app, ["tune-head", "--ckpt", str(path), "--out", str(path)])
+    assert r.exit_code != 0 and "new directory" in str(r.exception)
