@@ -106,6 +106,12 @@ def test_collect_train_resume_imagine(tmp_path):
                             "--set", "updates=2", "--flow-steps", "2"))
     log = json.loads((tmp_path / "bc-rl" / "improve_log.json").read_text())
     assert log["backend"] == "imagination" and len(out["mean_return_per_iteration"]) == 1
+    # ... or from short imagined branches off the dataset's real frames, scored by the progress head
+    out = json.loads(flexwm("improve", "--bc", bc, "--ckpt", run, "--task", "reach-v3", "--out", tmp_path / "bc-br",
+                            "--data", data, "--set", "start=dataset", "--set", "reward=progress", "--set", "branch=2",
+                            "--set", "iterations=1", "--set", "starts=2", "--set", "samples=2", "--set", "updates=2",
+                            "--flow-steps", "2"))
+    assert len(out["mean_return_per_iteration"]) == 1 and 0.0 <= out["mean_return_per_iteration"][0] <= 1.0
     r = subprocess.run([sys.executable, "-m", "flexwm.cli", "improve", "--bc", bc, "--task", "reach-v3", "--out",
                         tmp_path / "x", "--ckpt", run, "--real"], env=ENV, capture_output=True, text=True)
     assert r.returncode != 0 and "not both" in r.stderr

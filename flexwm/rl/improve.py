@@ -14,6 +14,11 @@ reward-weighted-regression / AWR family, the GRPO-style baseline making it robus
         advantage A = R - mean(R of the rollouts from the same start), w = max(A, 0) / std(A)
         `updates` AdamW steps on the w-weighted MSE between the policy's chunk and the executed noisy actions
 
+With `start="dataset"` the rollouts are instead short imagined branches (`branch` decisions) from real frames
+of the task's dataset episodes, no simulator involved: `samples` noisy first decisions per frame, then the
+policy's mean; the return is the progress head at the branch's end (`reward="progress"`, dense) or its highest
+P(success); only the first decision, made on the real frame, is regressed (`branch_rollouts`).
+
 Only the executed part of a chunk is regressed; decisions after a rollout's success are not used. Imagined
 rollouts run batched (one world-model call for all starts x samples per decision); imagined states carry no
 proprioception, so the policy must be a BC model trained without it (`train_bc(..., use_proprio=False)`,
