@@ -262,7 +262,7 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
                     losses.append(float(loss.detach()))
             row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()),
                    "rollouts": int(R.size), "decisions": int(len(w)), "weighted_decisions": used,
-                   "native_steps": int(len(w) * execute), "loss": float(np.mean(losses)) if losses else None,
+                   "native_steps": int(len(w) * execute * (cfg.branch if branched else 1)), "loss": float(np.mean(losses)) if losses else None,
                    "wall_s": time.perf_counter() - t0}
             log.append(row)
             if progress:
