@@ -58,6 +58,8 @@ class ImproveConfig:
     branch: int = field(4, ge=1, help="dataset starts: imagined decisions per branch")
     reward: str = field("success", choices=("success", "progress"),
                         help="imagined return: highest P(success) along the rollout, or the progress head at its end")
+    anchor: float = field(0.0, ge=0.0, help="weight of an L2 pull towards the starting policy's actions on the "
+                                            "same frames (keeps a good policy from drifting on a noisy reward)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -207,6 +209,7 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
     instruction = instruction or (paraphrases(task, "train") or [task])[0]
     text = torch.as_tensor(text_encoder.embed([instruction])).float()
     model = copy.deepcopy(bc).train()
+    reference = copy.deepcopy(bc).eval() if cfg.anchor else None  # the starting policy, frozen
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed)
     execute = int(wm.frame_stride) if wm is not None else max(1, bc.cfg.horizon // 2)
@@ -255,6 +258,10 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
                     pred = model(frames[i], None, text.expand(len(i), -1))[:, :execute]
                     err = (pred - target[i]).pow(2).mean((1, 2))
                     loss = (err * w[i]).sum() / w[i].sum().clamp_min(1e-6)
+                    if cfg.anchor:
+                        with torch.no_grad():
+                            ref = reference(frames[i], None, text.expand(len(i), -1))[:, :execute]
+                        loss = loss + cfg.anchor * (pred - ref).pow(2).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

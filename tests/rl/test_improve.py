@@ -123,3 +123,19 @@ def test_branches_need_a_dataset_and_progress_needs_branches(text):
     with pytest.raises(ConfigError, match="short branches"):
         improve_bc(slow_bc(), "reach", ImproveConfig(reward="progress"), wm=LineWorldModel(),
                    env=LineEnv(), instruction="reach the goal", text_encoder=make_text_encoder("hash"))
+
+
+def test_anchor_holds_a_policy_near_where_it_started(text):
+    """Same imagined data and updates: the anchored policy's actions move less from the starting policy's."""
+    frames = torch.from_numpy(LineFrames().frames[0])
+    moved = {}
+    for anchor in (0.0, 10.0):
+        cfg = ImproveConfig(iterations=2, starts=8, samples=4, noise=0.5, updates=40, batch_size=32, lr=3e-3, seed=0,
+                            start="dataset", branch=3, reward="progress", anchor=anchor)
+        bc = slow_bc()
+        improved, _ = improve_bc(bc, "reach", cfg, wm=LineWorldModel(), instruction="reach the goal",
+                                 text_encoder=make_text_encoder("hash"), dataset=LineFrames(), episodes=list(range(6)))
+        with torch.no_grad():
+            moved[anchor] = float((improved(frames, None, text.expand(len(frames), -1))
+                                   - bc(frames, None, text.expand(len(frames), -1))).abs().mean())
+    assert moved[10.0] < 0.5 * moved[0.0], moved
