@@ -82,6 +82,19 @@ def advantage_weights(returns: np.ndarray, owner: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w[owner], dtype=torch.float32)
 
 
+def iteration_row(it: int, R: np.ndarray, w: torch.Tensor, native_steps: int, losses: list[float], t0: float,
+                  tag: str | None) -> dict[str, Any]:
+    """One iteration's log entry (returns, weighted decisions, steps, loss, time); printed when `tag` is given."""
+    used = int((w > 0).sum())
+    row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()), "rollouts": int(R.size),
+           "decisions": int(len(w)), "weighted_decisions": used, "native_steps": int(native_steps),
+           "loss": float(np.mean(losses)) if losses else None, "wall_s": time.perf_counter() - t0}
+    if tag:
+        print(f"[{tag}] iteration {it}: mean return {row['mean_return']:.3f}, {used}/{len(w)} decisions weighted, "
+              f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
+    return row
+
+
 def _to_native(bc: Any, u: torch.Tensor) -> np.ndarray:
     return ((u + 1) / 2 * (bc.action_high - bc.action_low) + bc.action_low).cpu().numpy()
 
@@ -267,15 +280,8 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     opt.step()
                     losses.append(float(loss.detach()))
-            row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()),
-                   "rollouts": int(R.size), "decisions": int(len(w)), "weighted_decisions": used,
-                   "native_steps": int(len(w) * execute * (cfg.branch if branched else 1)), "loss": float(np.mean(losses)) if losses else None,
-                   "wall_s": time.perf_counter() - t0}
-            log.append(row)
-            if progress:
-                print(f"[improve {task} {'imagined' if wm is not None else 'real'}] iteration {it}: mean return "
-                      f"{row['mean_return']:.3f}, {used}/{len(w)} decisions weighted, {row['wall_s']:.0f} s",
-                      file=sys.stderr, flush=True)
+            log.append(iteration_row(it, R, w, len(w) * execute * (cfg.branch if branched else 1), losses, t0,
+                                     f"improve {task} {'imagined' if wm is not None else 'real'}" if progress else None))
     finally:
         if own_env:
             env.close()

@@ -26,7 +26,6 @@ Imagined and real rollouts see the same observation: the model's context latents
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from flexwm.errors import ConfigError
 from flexwm.models.interface import LatentState
 from flexwm.planning.base import Plan, RecedingHorizonPolicy, WMPlanner, to_numpy
 from flexwm.planning.wam import _flex_parts, propose_with_noise
-from flexwm.rl.improve import advantage_weights
+from flexwm.rl.improve import advantage_weights, iteration_row
 
 
 @dataclass
@@ -254,15 +253,8 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
                     torch.nn.utils.clip_grad_norm_(pol.parameters(), 1.0)
                     opt.step()
                     losses.append(float(loss.detach()))
-            row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()),
-                   "rollouts": int(R.size), "decisions": int(len(w)), "weighted_decisions": used,
-                   "native_steps": int(len(w) * execute), "loss": float(np.mean(losses)) if losses else None,
-                   "wall_s": time.perf_counter() - t0}
-            log.append(row)
-            if progress:
-                print(f"[steer-wam {task} {'imagined' if imagine else 'real'}] iteration {it}: mean return "
-                      f"{row['mean_return']:.3f}, {used}/{len(w)} decisions weighted, {row['wall_s']:.0f} s",
-                      file=sys.stderr, flush=True)
+            log.append(iteration_row(it, R, w, len(w) * execute, losses, t0,
+                                     f"steer-wam {task} {'imagined' if imagine else 'real'}" if progress else None))
     finally:
         if own_env:
             env.close()
