@@ -282,7 +282,7 @@ class FlexDataset:
             if want and sha256_bytes(raw) != want:
                 raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
                                    f"the one written with it; {_fix_hint(self.root)}")
-            table = pq.read_table(pa.BufferReader(raw))
+            table = pq.read_table(pa.BufferReader(raw), page_checksum_verification=True)  # CRC per data page
             rows_in_file = table.num_rows
             table = table.filter(pc.equal(table["episode_index"], i))
             frame_index = table["frame_index"].to_numpy()

@@ -198,7 +198,8 @@ class DatasetWriter:
             "index": pa.array(np.arange(start, start + T, dtype=np.int64)),
             "task_index": pa.array(np.full(T, task_index, dtype=np.int64)),
         }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"]))
-        atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy"))
+        atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy",
+                                                                               write_page_checksum=True))
         atomic_write(video_path(self.root, chunk, file), lambda p: encode_video(episode.frames, p, s["fps"]))
         if task not in self._tasks:
             atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table([*self._tasks, task]), p))
