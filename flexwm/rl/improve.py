@@ -82,6 +82,32 @@ def advantage_weights(returns: np.ndarray, owner: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(w[owner], dtype=torch.float32)
 
 
+def weighted_regression(model: torch.nn.Module, opt: torch.optim.Optimizer, predict: Any, inputs: torch.Tensor,
+                        target: torch.Tensor, w: torch.Tensor, *, updates: int, batch_size: int,
+                        gen: torch.Generator, extra: Any = None) -> list[float]:
+    """`updates` clipped optimizer steps on the w-weighted MSE between predict(inputs[idx]) and target[idx], idx
+    drawn from the rows with w > 0 (`extra(pred, inputs[idx])` may add a loss term). Returns the loss of every
+    step; no step when no row is weighted."""
+    pool = torch.nonzero(w > 0).flatten()
+    losses: list[float] = []
+    if not len(pool) or not updates:
+        return losses
+    model.train()
+    for _ in range(updates):
+        i = pool[torch.randint(0, len(pool), (batch_size,), generator=gen)]
+        pred = predict(inputs[i])
+        err = (pred - target[i]).pow(2).flatten(1).mean(1)
+        loss = (err * w[i]).sum() / w[i].sum().clamp_min(1e-6)
+        if extra is not None:
+            loss = loss + extra(pred, inputs[i])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def iteration_row(it: int, R: np.ndarray, w: torch.Tensor, native_steps: int, losses: list[float], t0: float,
                   tag: str | None) -> dict[str, Any]:
     """One iteration's log entry (returns, weighted decisions, steps, loss, time); printed when `tag` is given."""
@@ -245,6 +271,15 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
     own_env = env is None and not branched
     if own_env:
         env = make_env(env_name, task, image_size=size, max_episode_steps=cfg.max_steps)
+
+    def act(policy: Any, frames: torch.Tensor) -> torch.Tensor:
+        return policy(frames, None, text.expand(len(frames), -1))[:, :execute]
+
+    def anchor_loss(pred: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ref = act(reference, frames)
+        return cfg.anchor * (pred - ref).pow(2).mean()
+
     log: list[dict[str, Any]] = []
     try:
         for it in range(cfg.iterations):
@@ -259,27 +294,9 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
                 data = rollouts(model, text, starts, cfg.samples, cfg, execute, gen, wm=wm, env=env, seeds=seeds)
             R = data["returns"].reshape(cfg.starts, cfg.samples)
             w = advantage_weights(R, data["owner"])
-            used = int((w > 0).sum())
-            losses = []
-            if used and cfg.updates:
-                model.train()
-                frames = torch.from_numpy(data["frames"])
-                target = torch.from_numpy(data["actions"]).float()
-                idx_pool = torch.nonzero(w > 0).flatten()
-                for _ in range(cfg.updates):
-                    i = idx_pool[torch.randint(0, len(idx_pool), (cfg.batch_size,), generator=gen)]
-                    pred = model(frames[i], None, text.expand(len(i), -1))[:, :execute]
-                    err = (pred - target[i]).pow(2).mean((1, 2))
-                    loss = (err * w[i]).sum() / w[i].sum().clamp_min(1e-6)
-                    if cfg.anchor:
-                        with torch.no_grad():
-                            ref = reference(frames[i], None, text.expand(len(i), -1))[:, :execute]
-                        loss = loss + cfg.anchor * (pred - ref).pow(2).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    opt.step()
-                    losses.append(float(loss.detach()))
+            losses = weighted_regression(model, opt, lambda f: act(model, f), torch.from_numpy(data["frames"]),
+                                         torch.from_numpy(data["actions"]).float(), w, updates=cfg.updates,
+                                         batch_size=cfg.batch_size, gen=gen, extra=anchor_loss if cfg.anchor else None)
             log.append(iteration_row(it, R, w, len(w) * execute * (cfg.branch if branched else 1), losses, t0,
                                      f"improve {task} {'imagined' if wm is not None else 'real'}" if progress else None))
     finally:

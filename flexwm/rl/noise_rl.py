@@ -40,7 +40,7 @@ from flexwm.errors import ConfigError
 from flexwm.models.interface import LatentState
 from flexwm.planning.base import Plan, RecedingHorizonPolicy, WMPlanner, to_numpy
 from flexwm.planning.wam import _flex_parts, propose_with_noise
-from flexwm.rl.improve import advantage_weights, iteration_row
+from flexwm.rl.improve import advantage_weights, iteration_row, weighted_regression
 
 
 @dataclass
@@ -240,19 +240,8 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
                 data = _real_rollouts(wm, pol, env, seeds, cfg, execute, gen)
             R = data["returns"].reshape(cfg.starts, cfg.samples)
             w = advantage_weights(R, data["owner"])
-            used, losses = int((w > 0).sum()), []
-            if used and cfg.updates:
-                pol.train()
-                pool = torch.nonzero(w > 0).flatten()
-                for _ in range(cfg.updates):
-                    i = pool[torch.randint(0, len(pool), (cfg.batch_size,), generator=gen)]
-                    err = (pol(data["context"][i]) - data["noise"][i].float()).pow(2).mean((1, 2))
-                    loss = (err * w[i]).sum() / w[i].sum().clamp_min(1e-6)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(pol.parameters(), 1.0)
-                    opt.step()
-                    losses.append(float(loss.detach()))
+            losses = weighted_regression(pol, opt, pol, data["context"], data["noise"].float(), w,
+                                         updates=cfg.updates, batch_size=cfg.batch_size, gen=gen)
             log.append(iteration_row(it, R, w, len(w) * execute, losses, t0,
                                      f"steer-wam {task} {'imagined' if imagine else 'real'}" if progress else None))
     finally:
