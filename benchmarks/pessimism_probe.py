@@ -13,7 +13,6 @@ hallucination more often than one that appears under all of them, if the minimum
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,11 +37,11 @@ def main() -> None:
     from flexwm.data import FlexDataset
     from flexwm.evaluation.calibrate import auc, best_threshold, imagined_scores
     from flexwm.inference import load_run
-    from flexwm.training.checkpoint import resolve_run_dir
+    from flexwm.training.checkpoint import run_heldout
 
-    split = json.loads((resolve_run_dir(args.run) / "split.json").read_text())
-    ds = FlexDataset(split["data"][0])
-    idx = split["heldout"][0][: args.max_episodes]
+    data, held = run_heldout(args.run, None, "benchmarks/pessimism_probe.py")
+    ds = FlexDataset(data)
+    idx = held[: args.max_episodes]
     episodes = [ds.load_episode(i) for i in idx]
     labels = np.array([bool(np.asarray(e.success).any()) for e in episodes])
     wm = load_run(args.run, steps=args.flow_steps)

@@ -93,11 +93,10 @@ def main() -> None:
     wm = load_run(args.run, steps=args.flow_steps)
     branch_data, heldout = None, set()
     if cfg.start == "dataset":  # short imagined branches from the task's training frames (never held-out ones)
-        from flexwm.training.checkpoint import resolve_run_dir
+        from flexwm.training.checkpoint import run_heldout
 
         branch_data = FlexDataset(args.data)
-        split = json.loads((resolve_run_dir(args.run) / "split.json").read_text())
-        heldout = {i for d, h in zip(split["data"], split["heldout"]) if Path(d) == Path(args.data) for i in h}
+        heldout = set(run_heldout(args.run, args.data, "benchmarks/rl.py")[1])
     rows = {}
     for t in tasks:
         row = {"before": evaluate(bc_dir, t, args.episodes, args.seed, folder / f"{t}-before.json")}

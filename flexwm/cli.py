@@ -341,15 +341,15 @@ def improve(
         if data is None or ckpt is None:
             raise ConfigError("--set start=dataset needs --ckpt RUN and --data DATA (the frames to branch from)")
         from flexwm.data import FlexDataset
-        from flexwm.training.checkpoint import resolve_run_dir
+        from flexwm.training.checkpoint import run_heldout
 
         ds = FlexDataset(data)
         try:
-            _, held = _run_split(resolve_run_dir(ckpt), data, "improve --set start=dataset")
+            held = set(run_heldout(ckpt, data, "improve --set start=dataset")[1])
         except ConfigError:
-            held = []  # a dataset the run was not trained on: every episode is new to it
+            held = set()  # a dataset the run was not trained on: every episode is new to it
         kw = {"dataset": ds, "episodes": [i for i, e in enumerate(ds.episodes) if e["env_task"] == task
-                                          and i not in set(held)]}
+                                          and i not in held]}
         if not kw["episodes"]:
             raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
     model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env, progress=True, **kw)
@@ -444,19 +444,6 @@ def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
     return float(cal["threshold"])
 
 
-def _run_split(run: Path, data: Path | None, what: str) -> tuple[Path, list[int]]:
-    """(dataset, its held-out episode indices) from a training run's split.json."""
-    split_path = run / "split.json"
-    if not split_path.exists():
-        raise ConfigError(f"{run} has no split.json; {what} needs a training run (it uses its train/held-out split)")
-    split = json.loads(split_path.read_text())
-    names = [str(Path(d)) for d in split["data"]]
-    data = Path(data or names[0])
-    if str(data) not in names:
-        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
-    return data, list(split["heldout"][names.index(str(data))])
-
-
 @app.command()
 def calibrate(
     ckpt: Path = typer.Option(..., help="training run directory: the world model"),
@@ -474,10 +461,10 @@ def calibrate(
     from flexwm.evaluation.calibrate import calibrate_imagined_success
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
-    from flexwm.training.checkpoint import resolve_run_dir
+    from flexwm.training.checkpoint import resolve_run_dir, run_heldout
 
     run = resolve_run_dir(ckpt)
-    data, held = _run_split(run, data, "calibrate")
+    data, held = run_heldout(run, data, "calibrate")
     ds = FlexDataset(data)
     wanted = set(_split(tasks))
     idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
@@ -509,9 +496,9 @@ def tune_head(
 
     from flexwm.data import FlexDataset
     from flexwm.evaluation.imagined_head import tune_success_head
-    from flexwm.training.checkpoint import resolve_run_dir
+    from flexwm.training.checkpoint import run_heldout
 
-    data, held = _run_split(resolve_run_dir(ckpt), data, "tune-head")
+    data, held = run_heldout(ckpt, data, "tune-head")
     ds = FlexDataset(data)
     held_set = set(held)
     by_outcome: dict[str, list[int]] = {}

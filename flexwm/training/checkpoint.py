@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from flexwm.errors import FlexWMError
+from flexwm.errors import ConfigError, FlexWMError
 from flexwm.io import DIR_MODE, FILE_MODE, PICKLE_SUFFIXES, atomic_write_json
 
 
@@ -150,6 +150,21 @@ def resolve_run_dir(path: str | Path) -> Path:
     """The training run a run or checkpoint directory belongs to (RUN/checkpoints/step-N -> RUN)."""
     ckpt = resolve_model_dir(path)
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
+def run_heldout(path: str | Path, data: str | Path | None = None, what: str = "this") -> tuple[Path, list[int]]:
+    """(dataset, its held-out episode indices) from the split.json of the run at `path` (a run or checkpoint
+    directory); `data` defaults to the run's first dataset. `what` names the caller in the error messages."""
+    run = resolve_run_dir(path)
+    split_path = run / "split.json"
+    if not split_path.exists():
+        raise ConfigError(f"{run} has no split.json; {what} needs a training run (it uses its train/held-out split)")
+    split = json.loads(split_path.read_text())
+    names = [str(Path(d)) for d in split["data"]]
+    data = Path(data or names[0])
+    if str(data) not in names:
+        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
+    return data, list(split["heldout"][names.index(str(data))])
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
