@@ -24,9 +24,10 @@ from common import write_result  # noqa: E402
 def probe(run: str, data: str, max_episodes: int) -> dict:
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
+    from flexwm.training.checkpoint import run_heldout
 
     ds = FlexDataset(data)
-    held = json.loads((Path(run) / "split.json").read_text())["heldout"][0][:max_episodes]
+    held = run_heldout(run, data, "benchmarks/score_probe.py")[1][:max_episodes]
     wm = load_run(run, steps=4)
     F, S = wm.horizon // wm.frame_stride, wm.frame_stride
     out: dict[str, list[float]] = {}
