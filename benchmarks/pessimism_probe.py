@@ -37,7 +37,7 @@ def main() -> None:
     from flexwm.data import FlexDataset
     from flexwm.evaluation.calibrate import auc, best_threshold, imagined_scores
     from flexwm.inference import load_run
-    from flexwm.training.checkpoint import run_heldout
+    from flexwm.runs import run_heldout
 
     data, held = run_heldout(args.run, None, "benchmarks/pessimism_probe.py")
     ds = FlexDataset(data)

@@ -31,9 +31,9 @@ from common import write_result  # noqa: E402
 
 
 def evaluate(model_dir: Path, task: str, episodes: int, seed: int, path: Path) -> dict:
+    from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.io import atomic_write_json
     from flexwm.planning import BCModel, make_policy
-    from flexwm.planning.evaluate import evaluate_policy
 
     if path.exists():
         return json.loads(path.read_text())
@@ -93,7 +93,7 @@ def main() -> None:
     wm = load_run(args.run, steps=args.flow_steps)
     branch_data, heldout = None, set()
     if cfg.start == "dataset":  # short imagined branches from the task's training frames (never held-out ones)
-        from flexwm.training.checkpoint import run_heldout
+        from flexwm.runs import run_heldout
 
         branch_data = FlexDataset(args.data)
         heldout = set(run_heldout(args.run, args.data, "benchmarks/rl.py")[1])

@@ -24,7 +24,7 @@ from common import write_result  # noqa: E402
 def probe(run: str, data: str, max_episodes: int) -> dict:
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
-    from flexwm.training.checkpoint import run_heldout
+    from flexwm.runs import run_heldout
 
     ds = FlexDataset(data)
     held = run_heldout(run, data, "benchmarks/score_probe.py")[1][:max_episodes]

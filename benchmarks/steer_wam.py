@@ -27,9 +27,9 @@ from common import write_result  # noqa: E402
 
 
 def evaluate(wm, pol, std: float, task: str, episodes: int, seed: int, path: Path) -> dict:
+    from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.io import atomic_write_json
-    from flexwm.planning.evaluate import evaluate_policy
-    from flexwm.rl.noise_rl import steered_wam_policy
+    from flexwm.planning.steered import steered_wam_policy
 
     if path.exists():
         return json.loads(path.read_text())
@@ -54,7 +54,8 @@ def main() -> None:
     from flexwm.config import apply_overrides, to_dict
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
-    from flexwm.rl.noise_rl import NoisePolicy, NoiseRLConfig, make_noise_policy, steer_wam
+    from flexwm.planning.steered import NoisePolicy, make_noise_policy
+    from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam
 
     tasks, backends = args.tasks.split(","), args.backends.split(",")
     folder = Path(str(Path(args.out).with_suffix("")))

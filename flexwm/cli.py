@@ -223,11 +223,11 @@ def eval_(
     import yaml
 
     from flexwm.envs import AVDC_TASKS
+    from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.evaluation.stats import success_summary
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
     from flexwm.planning import BUDGETS, make_policy
-    from flexwm.planning.evaluate import evaluate_policy
 
     if budget == "auto":
         budget = "cpu" if device == "cpu" else "default"
@@ -291,7 +291,7 @@ def eval_(
         recorded = r.pop("videos", None)
         if recorded:
             from flexwm.report import save_eval_videos
-            from flexwm.training.checkpoint import resolve_run_dir
+            from flexwm.runs import resolve_run_dir
 
             save_eval_videos(resolve_run_dir(ckpt), policy, task, recorded)
         per_task[task] = json.loads(json.dumps(r, default=_jsonable))
@@ -341,7 +341,7 @@ def improve(
         if data is None or ckpt is None:
             raise ConfigError("--set start=dataset needs --ckpt RUN and --data DATA (the frames to branch from)")
         from flexwm.data import FlexDataset
-        from flexwm.training.checkpoint import run_heldout
+        from flexwm.runs import run_heldout
 
         ds = FlexDataset(data)
         try:
@@ -424,7 +424,7 @@ def evaluate_policies(
 
 def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
     """A number in [0, 1], or 'calibrated': the threshold `flexwm calibrate` stored next to the run."""
-    from flexwm.training.checkpoint import resolve_run_dir
+    from flexwm.runs import resolve_run_dir
 
     if text != "calibrated":
         try:
@@ -461,7 +461,7 @@ def calibrate(
     from flexwm.evaluation.calibrate import calibrate_imagined_success
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
-    from flexwm.training.checkpoint import resolve_run_dir, run_heldout
+    from flexwm.runs import resolve_run_dir, run_heldout
 
     run = resolve_run_dir(ckpt)
     data, held = run_heldout(run, data, "calibrate")
@@ -496,7 +496,7 @@ def tune_head(
 
     from flexwm.data import FlexDataset
     from flexwm.evaluation.imagined_head import tune_success_head
-    from flexwm.training.checkpoint import run_heldout
+    from flexwm.runs import run_heldout
 
     data, held = run_heldout(ckpt, data, "tune-head")
     ds = FlexDataset(data)

@@ -82,10 +82,10 @@ def train_demo_model(data_dir: Path, model_dir: Path) -> Path:
 def act(model_dir: Path, episodes: int, policies: list[str]) -> list[dict]:
     """Each way to act on EVAL_TASK in the real simulator, with held-out instructions; the first episode's
     real frames and the model's imagined plans are kept as a video for the report."""
+    from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
     from flexwm.planning import make_policy
-    from flexwm.planning.evaluate import evaluate_policy
     from flexwm.report import save_eval_videos
 
     wm = load_run(model_dir, steps=4)
@@ -171,7 +171,7 @@ def export_demo_checkpoint(run_dir: str | Path, dest: Path = ASSET_DIR) -> Path:
     from safetensors.torch import load_file, save_file
 
     from flexwm.io import atomic_write_text
-    from flexwm.training.checkpoint import find_latest
+    from flexwm.runs import find_latest
 
     run_dir = Path(run_dir)
     ckpt = find_latest(run_dir)

@@ -15,3 +15,7 @@ class DatasetError(FlexWMError):
 
 class EnvError(FlexWMError, ValueError):
     """An environment, task or action is invalid."""
+
+
+class CheckpointError(FlexWMError):
+    """A checkpoint is missing, damaged, unsafe or does not match the model."""

@@ -171,7 +171,7 @@ def tune_success_head(ckpt: str | Path, out: str | Path, episodes: Sequence[Any]
     the same settings, so an interrupted tuning only repeats the fit."""
     from flexwm.inference import load_run
     from flexwm.io import atomic_write, atomic_write_json, save_pretrained_dir
-    from flexwm.training.checkpoint import resolve_model_dir, resolve_run_dir
+    from flexwm.runs import resolve_model_dir, resolve_run_dir
 
     ckpt_dir, run = resolve_model_dir(ckpt), resolve_run_dir(ckpt)
     out = Path(out)

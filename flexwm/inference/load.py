@@ -10,7 +10,7 @@ import torch
 from flexwm.config import from_dict
 from flexwm.errors import ConfigError
 from flexwm.models.interface import FlexWorldModelAdapter
-from flexwm.training.checkpoint import resolve_model_dir, resolve_run_dir
+from flexwm.runs import resolve_model_dir, resolve_run_dir
 
 
 def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "cpu", steps: int = 10,

@@ -464,7 +464,7 @@ class FlexWorldModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> FlexWorldModel:
         """Load a checkpoint written by `save_pretrained` (safetensors only; pickle files are refused)."""
-        from flexwm.training.checkpoint import find_latest
+        from flexwm.runs import find_latest
 
         directory = Path(directory)
         if not (directory / "model.safetensors").exists() and find_latest(directory) is not None:

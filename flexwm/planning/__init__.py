@@ -12,7 +12,7 @@
 | cem, mppi  | sampling over action sequences, scored in action-conditioned (AC) mode              | sampling.py  |
 | grad       | Adam on the actions through the differentiable AC rollout (or on the WAM noise)     | gradient.py  |
 | hybrid     | WAM proposals, re-simulated in AC mode, best refined by CEM or gradient steps       | hybrid.py    |
-| wam-steered| WAM whose initial action noise comes from a noise policy learned by RL              | rl/noise_rl.py |
+| wam-steered| WAM whose initial action noise comes from a noise policy learned by RL              | steered.py   |
 | bc         | behaviour-cloning baseline: frame + proprio + instruction -> action chunk           | bc.py        |
 | random     | uniform random actions                                                              | random.py    |
 
@@ -38,7 +38,6 @@ from flexwm.planning.base import (
 )
 from flexwm.planning.bc import BCConfig, BCModel, BCPlanner, BCPolicyConfig, train_bc
 from flexwm.planning.best_of_n import BestOfNConfig, BestOfNPlanner
-from flexwm.planning.evaluate import evaluate_policy
 from flexwm.planning.gradient import GradConfig, GradientPlanner
 from flexwm.planning.hybrid import HybridConfig, HybridPlanner
 from flexwm.planning.objectives import GoalObjective, ObjectiveConfig, SuccessObjective, make_objective
@@ -47,7 +46,7 @@ from flexwm.planning.sampling import CEMConfig, MPPIConfig, SamplingPlanner
 from flexwm.planning.wam import SteeredWAMConfig, WAMConfig, WAMPlanner
 
 __all__ = [
-    "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "evaluate_policy", "train_bc", "check_action_dim",
+    "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "train_bc", "check_action_dim",
     "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
     "WAMConfig", "SteeredWAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
     "BCConfig", "BCPolicyConfig", "BCModel", "ObjectiveConfig", "SuccessObjective", "GoalObjective",
@@ -151,7 +150,7 @@ def _build(name: str, wm: Any, cfg: Any, action_space: Any, goal_image: Any, par
         raise ConfigError(f"policy {name!r} needs a world model: make_policy({name!r}, load_run(RUN_DIR))")
     low, high = _bounds(wm, action_space, int(wm.action_dim))
     if name == "wam-steered":
-        from flexwm.rl.noise_rl import NoisePolicy, steered_wam_policy
+        from flexwm.planning.steered import NoisePolicy, steered_wam_policy
 
         if not cfg.noise_policy:
             raise ConfigError("policy 'wam-steered' needs noise_policy=DIR (a flexwm steer-wam output), e.g. "

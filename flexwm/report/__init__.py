@@ -27,18 +27,10 @@ import numpy as np
 from flexwm.errors import ConfigError
 from flexwm.io import atomic_write_json, atomic_write_text
 
-__all__ = ["build_report", "make_rollouts", "encode_webm", "record_command", "save_eval_videos"]
+__all__ = ["build_report", "make_rollouts", "encode_webm", "save_eval_videos"]
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------
-
-
-def record_command(run_dir: str | Path, argv: list[str]) -> None:
-    """Append one invocation (argv, time) to RUN/command.json."""
-    path = Path(run_dir) / "command.json"
-    rows = json.loads(path.read_text()) if path.exists() else []
-    rows.append({"argv": list(argv), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-    atomic_write_json(path, rows)
 
 
 def encode_webm(frames: np.ndarray, fps: int = 10) -> bytes:

@@ -27,12 +27,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from flexwm.errors import ConfigError, FlexWMError
+from flexwm.errors import CheckpointError
 from flexwm.io import DIR_MODE, FILE_MODE, PICKLE_SUFFIXES, atomic_write_json
-
-
-class CheckpointError(FlexWMError):
-    """A checkpoint is missing, damaged, unsafe or does not match the model."""
+from flexwm.runs import resolve_model_dir
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -114,57 +111,6 @@ def _prune(ckpt_root: Path, keep_last: int, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
-
-
-def find_latest(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None. Falls back to scanning if latest.json is missing."""
-    ckpt_root = Path(run_dir) / "checkpoints"
-    pointer = ckpt_root / "latest.json"
-    if pointer.exists():
-        try:
-            name = json.loads(pointer.read_text())["path"]
-            cand = ckpt_root / Path(name).name  # a bare name: the pointer cannot escape the run directory
-            if (cand / "model.safetensors").exists():
-                return cand
-        except (json.JSONDecodeError, KeyError):
-            pass
-    steps = sorted(p for p in ckpt_root.glob("step-*") if (p / "model.safetensors").exists())
-    return steps[-1] if steps else None
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a checkpoint directory or a run directory (-> its latest checkpoint)."""
-    path = Path(path)
-    if (path / "model.safetensors").exists():
-        return path
-    latest = find_latest(path)
-    if latest is None:
-        raise CheckpointError(
-            f"no checkpoint found at {path}: expected model.safetensors + config.json, or a run directory with "
-            "checkpoints/step-*/ (train one with `flexwm train ... --out DIR`)"
-        )
-    return latest
-
-
-def resolve_run_dir(path: str | Path) -> Path:
-    """The training run a run or checkpoint directory belongs to (RUN/checkpoints/step-N -> RUN)."""
-    ckpt = resolve_model_dir(path)
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-
-
-def run_heldout(path: str | Path, data: str | Path | None = None, what: str = "this") -> tuple[Path, list[int]]:
-    """(dataset, its held-out episode indices) from the split.json of the run at `path` (a run or checkpoint
-    directory); `data` defaults to the run's first dataset. `what` names the caller in the error messages."""
-    run = resolve_run_dir(path)
-    split_path = run / "split.json"
-    if not split_path.exists():
-        raise ConfigError(f"{run} has no split.json; {what} needs a training run (it uses its train/held-out split)")
-    split = json.loads(split_path.read_text())
-    names = [str(Path(d)) for d in split["data"]]
-    data = Path(data or names[0])
-    if str(data) not in names:
-        raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
-    return data, list(split["heldout"][names.index(str(data))])
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

@@ -24,7 +24,8 @@ from torch import nn
 from flexwm.config import field
 from flexwm.errors import FlexWMError
 from flexwm.metrics import MetricsLogger
-from flexwm.training.checkpoint import capture_rng, find_latest, load_checkpoint, restore_rng, save_checkpoint
+from flexwm.runs import find_latest
+from flexwm.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
 
 @dataclass

@@ -36,7 +36,7 @@ from flexwm.models import flow
 from flexwm.models import text as text_mod
 from flexwm.models import tokenizer as tok_mod
 from flexwm.models import world_model as wm_mod
-from flexwm.training.checkpoint import find_latest
+from flexwm.runs import find_latest
 from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 
 OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2}
@@ -439,7 +439,7 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     run_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = ddp_setup(cfg.train.device)
     if command is not None and rank == 0:
-        from flexwm.report import record_command
+        from flexwm.runs import record_command
 
         record_command(run_dir, command)
     if world > 1 and rank != 0:

@@ -95,7 +95,8 @@ def test_bad_actions_are_clear_errors():
 
 
 def test_evaluation_reports_pusht_coverage_per_episode() -> None:
-    from flexwm.planning import evaluate_policy, make_policy
+    from flexwm.evaluation.simulator import evaluate_policy
+    from flexwm.planning import make_policy
 
     policy = make_policy("random", action_space=make_env("pusht", "pusht", max_episode_steps=2).action_space)
     res = evaluate_policy(policy, "pusht", "pusht", episodes=2, seed=3, max_steps=5, instruction_split="canonical")

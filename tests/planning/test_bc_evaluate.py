@@ -12,8 +12,9 @@ from flexwm.data import DatasetWriter, Episode, EpisodeMeta, FlexDataset
 from flexwm.envs.base import Observation
 from flexwm.envs.instructions import paraphrases
 from flexwm.errors import ConfigError, DatasetError
+from flexwm.evaluation.simulator import evaluate_policy
 from flexwm.models.text import make_text_encoder
-from flexwm.planning import BCModel, evaluate_policy, make_policy, train_bc
+from flexwm.planning import BCModel, make_policy, train_bc
 
 torch.set_num_threads(1)
 
@@ -105,8 +106,8 @@ def test_evaluate_a_world_model_policy_returns_imagined_frames_beside_the_real_o
 
 
 def test_evaluation_records_whether_the_instruction_was_trained_on_and_leaves_the_cache_alone(tmp_path, wm):
+    from flexwm.evaluation.simulator import instruction_seen_in_training
     from flexwm.models.interface import FlexWorldModelAdapter
-    from flexwm.planning.evaluate import instruction_seen_in_training
 
     cache = tmp_path / "text_cache.safetensors"
     make_text_encoder("hash", cache_path=cache).embed(["reach the goal"])  # what "training" embedded

@@ -31,7 +31,7 @@ def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldMo
         torch.manual_seed(0)
         kw = {"bc_model": BCModel(bc_preset("tiny", image_size=(64, 64))).eval()}
     if name == "wam-steered":
-        from flexwm.rl.noise_rl import make_noise_policy
+        from flexwm.planning.steered import make_noise_policy
 
         make_noise_policy(wm, hidden=8).save_pretrained(tmp_path / "np")
         cfg = {"noise_policy": str(tmp_path / "np")}

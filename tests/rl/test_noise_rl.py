@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from flexwm.errors import ConfigError
-from flexwm.rl.noise_rl import NoisePolicy, NoiseRLConfig, make_noise_policy, steer_wam, steered_wam_policy
+from flexwm.planning.steered import NoisePolicy, make_noise_policy, steered_wam_policy
+from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam
 from flexwm.rl.toy import LineEnv
 
 

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from toy_data import write_toy_dataset
 
 from flexwm.metrics import read_metrics
-from flexwm.training.checkpoint import find_latest, load_checkpoint
+from flexwm.runs import find_latest
+from flexwm.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 

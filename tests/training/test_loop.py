@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from flexwm.training import TrainConfig, Trainer, find_latest, load_checkpoint
+from flexwm.runs import find_latest
+from flexwm.training import TrainConfig, Trainer, load_checkpoint
 from flexwm.training.checkpoint import CheckpointError
 
 N, D = 64, 8
