@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from planning_toy import PointMass
 
 from flexwm.data import DatasetWriter, Episode, EpisodeMeta, FlexDataset
 from flexwm.envs.base import Observation
@@ -14,6 +13,7 @@ from flexwm.envs.instructions import paraphrases
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.models.text import make_text_encoder
 from flexwm.planning import BCModel, evaluate_policy, make_policy, train_bc
+from tests.helpers.toy_planning import PointMass
 
 torch.set_num_threads(1)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from toy_data import write_toy_dataset
 
 from flexwm.metrics import read_metrics
 from flexwm.training.checkpoint import find_latest, load_checkpoint
+from tests.helpers.toy_training_data import write_toy_dataset
 
 pytestmark = pytest.mark.slow
 
