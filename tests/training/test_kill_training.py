@@ -76,4 +76,5 @@ def test_kill9_during_training_then_resume_equals_uninterrupted(tmp_path):
     la = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")]
     lb = [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl")]
     assert la == lb and len(la) == 90
-    assert json.loads((run / "run_config.json").read_text()) == json.loads((tmp_path / "ref" / "run_config.json").read_text())
+    assert json.loads((run / "run_config.json").read_text()) == json.loads(
+        (tmp_path / "ref" / "run_config.json").read_text())
