@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from flexwm.data import DatasetWriter, FlexDataset, verify
+from tests.helpers.paths import REPO
 from tests.helpers.synth_data import SCHEMA, make_episode
-
-REPO = Path(__file__).resolve().parents[2]  # the writer loop runs as `python -m tests.helpers.synth_data`
 
 
 def _kill_mid_write(root: Path, seed: int, at_least: int) -> None:

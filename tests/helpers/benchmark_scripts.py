@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
 
-REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO / "benchmarks"
+from tests.helpers.paths import BENCHMARKS
 
 
 def load_benchmark(name: str) -> ModuleType:
