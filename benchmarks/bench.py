@@ -170,7 +170,8 @@ def main() -> None:
     if "act" not in skip:
         stage("act")
         cmd = [sys.executable, str(HERE / "act.py"), "--runs", *[f"{v}={runs[v]}" for v in VARIANTS],
-               "--pairs", *(args.act_pairs or [f"{v}:{','.join(PAIRS[v])}" for v in VARIANTS]), "--bc", bc, "--tasks", args.tasks,
+               "--pairs", *(args.act_pairs or [f"{v}:{','.join(PAIRS[v])}" for v in VARIANTS]), "--bc", bc,
+               "--tasks", args.tasks,
                "--episodes", args.episodes, "--flow-steps", args.flow_steps, "--jobs", args.jobs, "--out", act_json,
                *[x for o in args.act_set for x in ("--set", o)]]
         if args.max_steps:
@@ -270,7 +271,8 @@ def markdown(summary: dict) -> str:
         if not r:
             return "–"
         p = r["pooled"]
-        return f"{r['average_over_tasks']:.1%} ({p['successes']}/{p['episodes']}; {p['ci95'][0]:.0%}–{p['ci95'][1]:.0%})"
+        return (f"{r['average_over_tasks']:.1%} ({p['successes']}/{p['episodes']}; "
+                f"{p['ci95'][0]:.0%}–{p['ci95'][1]:.0%})")
 
     def ac(row: dict, outcome: str) -> str:
         a = (row.get("ac_error") or {}).get(outcome)

@@ -124,7 +124,8 @@ def main() -> None:
         return sum(r[key]["summary"]["rate"] for r in rows.values()) / len(rows)
 
     res = {"run": args.run, "data": args.data, "tasks": tasks, "demos_per_task": args.demos,
-           "episodes_per_task": args.episodes, "seed": args.seed, "improve_config": to_dict(cfg), "per_task": rows, "average": {k: avg(k) for k in ("before", "imagination", "real")}}
+           "episodes_per_task": args.episodes, "seed": args.seed, "improve_config": to_dict(cfg), "per_task": rows,
+           "average": {k: avg(k) for k in ("before", "imagination", "real")}}
     res["gain_imagination_points"] = 100 * (res["average"]["imagination"] - res["average"]["before"])
     res["gain_real_points"] = 100 * (res["average"]["real"] - res["average"]["before"])
     write_result(args.out, res)

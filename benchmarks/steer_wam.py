@@ -74,7 +74,8 @@ def main() -> None:
                 pol.save_pretrained(d, {"log": log, "run": args.run})
             log = json.loads((d / "config.json").read_text())["log"]
             pol = NoisePolicy.from_pretrained(d)
-            row[backend] = {**evaluate(wm, pol, cfg.eval_std, t, args.episodes, args.seed, folder / f"{t}-{backend}.json"),
+            row[backend] = {**evaluate(wm, pol, cfg.eval_std, t, args.episodes, args.seed,
+                                       folder / f"{t}-{backend}.json"),
                             "train_wall_s": log["wall_s"], "train_native_steps": log["native_steps"],
                             "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]]}
         rows[t] = row

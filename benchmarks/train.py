@@ -42,7 +42,8 @@ def speed(presets: list[str], steps: int, threads: int) -> dict:
         batch = {"context": torch.randn(bs, cfg.context_frames, c, h, w, generator=g),
                  "future": torch.randn(bs, cfg.future_frames, c, h, w, generator=g),
                  "actions": torch.rand(bs, cfg.action_horizon, spec["action_dim"], generator=g) * 2 - 1,
-                 "proprio": torch.randn(bs, spec["proprio_dim"], generator=g), "text": torch.randn(bs, 384, generator=g),
+                 "proprio": torch.randn(bs, spec["proprio_dim"], generator=g),
+                 "text": torch.randn(bs, 384, generator=g),
                  "has_text": torch.ones(bs, dtype=torch.bool), "success": torch.ones(bs), "progress": torch.ones(bs),
                  "valid": torch.ones(bs, cfg.action_horizon, dtype=torch.bool), "embodiment": emb}
         outcomes = torch.zeros(bs, dtype=torch.long)

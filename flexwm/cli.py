@@ -189,7 +189,8 @@ def train_bc_cmd(
         **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
         "seed": seed, "use_proprio": not no_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
         "loss_first_50": float(sum(first) / max(1, len(first))), "loss_last_50": summary["loss_last_50"],
-        "snapshots": [f"step-{k:06d}" for k in snapshots], "losses": losses[::10], "command": " ".join(["flexwm", *sys.argv[1:]])})
+        "snapshots": [f"step-{k:06d}" for k in snapshots], "losses": losses[::10],
+        "command": " ".join(["flexwm", *sys.argv[1:]])})
     _echo_json(summary)
 
 
@@ -198,7 +199,9 @@ def eval_(
     ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory"),
     env: str = typer.Option("metaworld", help="metaworld | pusht"),
     tasks: str = typer.Option("avdc", help="comma-separated task names, or 'avdc'"),
-    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | wam-steered (--set noise_policy=DIR) | random | bc (--ckpt: a flexwm train-bc directory)"),
+    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | "
+                                           "wam-steered (--set noise_policy=DIR) | random | "
+                                           "bc (--ckpt: a flexwm train-bc directory)"),
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),
@@ -401,8 +404,8 @@ def evaluate_policies(
     flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero (deterministic)"),
     ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
-    success_threshold: str = typer.Option("0.5", help="imagined P(success) that counts as success, or "
-                                                      "'calibrated' (from flexwm calibrate: CKPT/imagined_calibration.json)"),
+    success_threshold: str = typer.Option("0.5", help="imagined P(success) that counts as success, or 'calibrated' "
+                                                      "(from flexwm calibrate: CKPT/imagined_calibration.json)"),
     out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,

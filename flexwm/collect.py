@@ -40,7 +40,8 @@ class CollectConfig:
         if bad:
             raise ConfigError(f"unknown source(s) {bad}; choose from {list(SOURCES)}")
         if any(not (0.0 <= n <= 2.0) for n in self.noise):
-            raise ConfigError(f"noise levels must be in [0, 2] (std as a fraction of the action half-range), got {self.noise}")
+            raise ConfigError(f"noise levels must be in [0, 2] (std as a fraction of the action half-range), "
+                              f"got {self.noise}")
 
 
 @dataclass(frozen=True)

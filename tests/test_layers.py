@@ -4,6 +4,7 @@ higher layer to a lower one or stays inside its own layer, and no import circle 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "flexwm"
@@ -102,7 +103,7 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "data" / "__init__.py").write_text("def f():\n    from flexwm.report import x\n")
     (pkg / "report" / "__init__.py").write_text("x = 1\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", pkg)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
     try:
         test_no_import_runs_up_the_layers()
     except AssertionError as e:

@@ -67,7 +67,8 @@ def read_info(root: Path) -> dict:
     if not isinstance(info, dict) or info.get("codebase_version") != CODEBASE_VERSION or "flexwm" not in info:
         version = info.get("codebase_version") if isinstance(info, dict) else None
         raise DatasetError(f"{root} is not a flexwm LeRobot {CODEBASE_VERSION} dataset (codebase_version "
-                           f"{version!r}, flexwm block {'present' if isinstance(info, dict) and 'flexwm' in info else 'missing'})")
+                           f"{version!r}, flexwm block "
+                           f"{'present' if isinstance(info, dict) and 'flexwm' in info else 'missing'})")
     problem = _info_problem(info)
     if problem:
         raise DatasetError(f"{path} {problem}; restore it from a copy or re-collect the dataset")

@@ -74,7 +74,8 @@ def parse_suite(data: Any, source: str = "suite") -> list[PolicySpec]:
         if kind not in KINDS:
             close = difflib.get_close_matches(str(kind), KINDS, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: field 'kind' = {kind!r} is not a policy kind.{hint} Choose one of {list(KINDS)}")
+            raise ConfigError(f"{where}: field 'kind' = {kind!r} is not a policy kind.{hint} "
+                              f"Choose one of {list(KINDS)}")
         try:
             spec = from_dict(PolicySpec, entry)
         except ConfigError as e:
@@ -276,7 +277,8 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
     limit = min(int(horizon or env.max_episode_steps), env.max_episode_steps)
     frames = limit // int(wm.frame_stride)
     if frames < 1:
-        raise ConfigError(f"horizon {limit} is shorter than the model's frame_stride {wm.frame_stride}: nothing to imagine")
+        raise ConfigError(f"horizon {limit} is shorter than the model's frame_stride {wm.frame_stride}: "
+                          "nothing to imagine")
     steps = frames * int(wm.frame_stride)  # the same horizon in both worlds: a multiple of frame_stride
     factories = {**POLICY_KINDS, **(agents or {})}
     seeds = [int(seed) + e for e in range(episodes)]

@@ -390,7 +390,8 @@ class FlexWorldModel(nn.Module):
         d, p = cfg.d_model, cfg.patch_size
         if tuple(context.shape[1:]) != (C, *cfg.latent_shape):
             raise ConfigError(f"context has shape {tuple(context.shape)} but the model expects "
-                              f"(B, {C}, {', '.join(map(str, cfg.latent_shape))}); check the tokenizer / context_frames")
+                              f"(B, {C}, {', '.join(map(str, cfg.latent_shape))}); "
+                              "check the tokenizer / context_frames")
         full = lambda m, like: torch.full((B,), like, dtype=torch.bool, device=dev) if m is None else m  # noqa: E731
         zeros = torch.zeros(B, device=dev)
         video_present = full(video_present, future is not None)

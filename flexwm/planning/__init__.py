@@ -48,7 +48,8 @@ from flexwm.planning.wam import SteeredWAMConfig, WAMConfig, WAMPlanner
 __all__ = [
     "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "train_bc", "check_action_dim",
     "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
-    "WAMConfig", "SteeredWAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig", "RandomConfig",
+    "WAMConfig", "SteeredWAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig",
+    "RandomConfig",
     "BCConfig", "BCPolicyConfig", "BCModel", "ObjectiveConfig", "SuccessObjective", "GoalObjective",
 ]
 

@@ -157,7 +157,8 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
     `episodes` picks dataset indices, e.g. the world model's training split). Image size, action and proprio
     dims come from the data; `use_proprio=False` gives an image-and-instruction-only policy (one that can act
     on imagined frames, which carry no proprioception). `on_step(step, model)` is called after every optimizer
-    step (1-based), e.g. to save snapshots of graded quality. Returns (model in eval mode, {"losses": per-step MSE, "samples", "parameters"})."""
+    step (1-based), e.g. to save snapshots of graded quality. Returns (model in eval mode,
+    {"losses": per-step MSE, "samples", "parameters"})."""
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     eps = _success_episodes(data, episodes)
     if not eps:

@@ -29,7 +29,8 @@ class NoisePolicy(nn.Module):
                        "action_dim": int(action_dim), "hidden": int(hidden)}
         n_in = int(np.prod(context_shape))
         self.net = nn.Sequential(nn.Flatten(), nn.LayerNorm(n_in, elementwise_affine=False), nn.Linear(n_in, hidden),
-                                 nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, horizon * action_dim))
+                                 nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, horizon * action_dim))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 

@@ -332,7 +332,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts
     commands = json.loads((run_dir / "command.json").read_text()) if (run_dir / "command.json").exists() else []
     page = jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(
         name=run_dir.name, run_dir=str(run_dir), built=time.strftime("%Y-%m-%d %H:%M"),
-        rollouts=ac, wam=wam, eval_videos=eval_videos, n_videos=len(ac) + len(wam) + len(eval_videos), evals=_evals(run_dir),
+        rollouts=ac, wam=wam, eval_videos=eval_videos, n_videos=len(ac) + len(wam) + len(eval_videos),
+        evals=_evals(run_dir),
         policy_evals=_policy_evals(run_dir), curves=_curves(read_metrics(metrics)) if metrics.exists() else None,
         commands=[{"time": c["time"], "argv": " ".join(c["argv"])} for c in commands],
         config=json.dumps(json.loads((run_dir / "run_config.json").read_text()), indent=2))

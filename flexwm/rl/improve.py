@@ -298,7 +298,8 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any 
                                          torch.from_numpy(data["actions"]).float(), w, updates=cfg.updates,
                                          batch_size=cfg.batch_size, gen=gen, extra=anchor_loss if cfg.anchor else None)
             log.append(iteration_row(it, R, w, len(w) * execute * (cfg.branch if branched else 1), losses, t0,
-                                     f"improve {task} {'imagined' if wm is not None else 'real'}" if progress else None))
+                                     f"improve {task} {'imagined' if wm is not None else 'real'}"
+                                     if progress else None))
     finally:
         if own_env:
             env.close()

@@ -484,5 +484,5 @@ def write_summary(run_dir: Path, step: int, wall_s: float, steps_this_process: i
     atomic_write_json(run_dir / "summary.json", {
         "step": step, "wall_s": wall_s, "steps_timed": steps_this_process,
         "steps_per_s": steps_this_process / wall_s if wall_s > 0 else None,
-        "final_losses_mean_last_10_logs": {k: float(sum(r[k] for r in tail if k in r) / max(1, sum(k in r for r in tail)))
-                                           for k in keys}})
+        "final_losses_mean_last_10_logs": {
+            k: float(sum(r[k] for r in tail if k in r) / max(1, sum(k in r for r in tail))) for k in keys}})

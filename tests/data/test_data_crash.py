@@ -9,17 +9,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from flexwm_data_synth import SCHEMA, make_episode
 
 from flexwm.data import DatasetWriter, FlexDataset, verify
-
-HELPER = Path(__file__).with_name("flexwm_data_synth.py")
+from tests.helpers.paths import REPO
+from tests.helpers.synth_data import SCHEMA, make_episode
 
 
 def _kill_mid_write(root: Path, seed: int, at_least: int) -> None:
     """Start the writer loop (it resumes an existing dataset) and SIGKILL it at a random moment after the
     dataset holds `at_least` episodes."""
-    proc = subprocess.Popen([sys.executable, str(HELPER), str(root), "1000"], cwd=HELPER.parent,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.synth_data", str(root), "1000"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     meta = root / "meta" / "episodes"
     deadline = time.time() + 60

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flexwm_data_synth import write_episodes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexwm.data import FlexDataset
 from flexwm.errors import DatasetError
+from tests.helpers.synth_data import write_episodes
 
 N_EPISODES = 3
 SHA_COLUMNS = ["flexwm/data_sha256", "flexwm/video_sha256"]

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from flexwm_data_synth import SCHEMA, make_episode, write_episodes
 
 from flexwm.data import DatasetWriter, dataset_info, format_info, write_preview
 from flexwm.data.inspect import OUTCOME_COLORS
 from flexwm.data.video import decode_video
 from flexwm.errors import DatasetError
+from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
 
 
 def test_dataset_info_counts(tmp_path):

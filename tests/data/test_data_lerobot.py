@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from flexwm_data_synth import SCHEMA, make_episode, smooth_frames, write_episodes
 
 from flexwm.data import DatasetWriter, FlexDataset, verify
 from flexwm.data.video import decode_video, encode_video
 from flexwm.errors import DatasetError
+from tests.helpers.synth_data import SCHEMA, make_episode, smooth_frames, write_episodes
 
 VIDEO = "observation.images.main"
 

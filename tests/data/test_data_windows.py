@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from flexwm_data_synth import SCHEMA, frame_step, make_episode
 
 from flexwm.data import DatasetWriter, FlexDataset, WindowDataset, collate_windows
 from flexwm.errors import ConfigError, DatasetError
+from tests.helpers.synth_data import SCHEMA, frame_step, make_episode
 
 LENGTHS = {0: 12, 1: 9, 2: 3, 3: 20}  # episode 2 is shorter than the horizon
 

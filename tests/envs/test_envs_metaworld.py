@@ -224,7 +224,8 @@ def test_bad_actions_tasks_and_cameras_are_clear_errors(reach):
     strict.close()
     with pytest.raises(EnvError, match="out_of_range"):
         make_env("metaworld", "reach-v3", out_of_range="wrap")
-    with pytest.raises(EnvError, match=r"(?i)unknown Meta-World task 'door-opn-v3'.*did you mean 'door-open-v3'.*reach-v3"):
+    with pytest.raises(EnvError,
+                       match=r"(?i)unknown Meta-World task 'door-opn-v3'.*did you mean 'door-open-v3'.*reach-v3"):
         make_env("metaworld", "door-opn-v3")
     with pytest.raises(EnvError, match=r"corner5.*corner2"):
         make_env("metaworld", "reach-v3", camera="corner5")

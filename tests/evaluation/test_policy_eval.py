@@ -1,6 +1,4 @@
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +7,7 @@ import torch
 from flexwm.errors import ConfigError, EnvError
 from flexwm.evaluation.policy_eval import compare, evaluate_suite, load_suite, parse_suite
 from flexwm.rl.toy import LineEnv, LineWorldModel
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "rl"))  # the tiny model builder shared with tests/rl
-from flexwm_rl_tiny import make_tiny_wm  # noqa: E402
+from tests.helpers.tiny_world_model import make_tiny_wm
 
 SUITE = [{"name": "expert", "kind": "expert"}, {"name": "noisy-1.5", "kind": "noisy", "noise": 1.5},
          {"name": "random", "kind": "random"}]

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from planning_toy import PointMass
 
 from flexwm.data import DatasetWriter, Episode, EpisodeMeta, FlexDataset
 from flexwm.envs.base import Observation
@@ -15,6 +14,7 @@ from flexwm.errors import ConfigError, DatasetError
 from flexwm.evaluation.simulator import evaluate_policy
 from flexwm.models.text import make_text_encoder
 from flexwm.planning import BCModel, make_policy, train_bc
+from tests.helpers.toy_planning import PointMass
 
 torch.set_num_threads(1)
 

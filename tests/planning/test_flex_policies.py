@@ -118,7 +118,7 @@ def test_wrong_goal_size_and_action_dim_give_clear_errors(wm: FlexWorldModelAdap
 
 
 def test_wam_only_planners_need_a_flex_adapter_for_video_mode() -> None:
-    from planning_toy import PointMass
+    from tests.helpers.toy_planning import PointMass
 
     with pytest.raises(ConfigError, match="video_source='propose'"):
         make_policy("wam-seq", PointMass())

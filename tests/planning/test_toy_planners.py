@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from planning_toy import PointMass, observation, render
 
 from flexwm.errors import ConfigError
 from flexwm.planning import make_policy
+from tests.helpers.toy_planning import PointMass, observation, render
 
 torch.set_num_threads(1)
 BOX = spaces.Box(-1.0, 1.0, (2,), np.float32)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from flexwm_rl_tiny import make_tiny_wm
+
+from tests.helpers.tiny_world_model import make_tiny_wm
 
 
 @pytest.fixture(scope="module")

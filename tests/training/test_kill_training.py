@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from toy_data import write_toy_dataset
 
 from flexwm.metrics import read_metrics
 from flexwm.runs import find_latest
 from flexwm.training.checkpoint import load_checkpoint
+from tests.helpers.toy_training_data import write_toy_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -77,4 +77,5 @@ def test_kill9_during_training_then_resume_equals_uninterrupted(tmp_path):
     la = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")]
     lb = [(r["step"], r["loss"]) for r in read_metrics(run / "metrics.jsonl")]
     assert la == lb and len(la) == 90
-    assert json.loads((run / "run_config.json").read_text()) == json.loads((tmp_path / "ref" / "run_config.json").read_text())
+    assert json.loads((run / "run_config.json").read_text()) == json.loads(
+        (tmp_path / "ref" / "run_config.json").read_text())

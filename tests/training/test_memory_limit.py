@@ -6,13 +6,11 @@ loads the cache into memory must be killed by the same limit (or the test proves
 memory cgroup can be created (not root, or cgroups read-only).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import memory  # noqa: E402
+from tests.helpers.benchmark_scripts import load_benchmark
+
+memory = load_benchmark("memory")
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from toy_data import toy_episode, write_toy_dataset
 
 from flexwm.data import DatasetWriter
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.training.run import make_batch_fn, prepare, preset, train_world_model
+from tests.helpers.toy_training_data import toy_episode, write_toy_dataset
 
 
 @pytest.fixture(scope="module")

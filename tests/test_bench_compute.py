@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "compute.py"
+from tests.helpers.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def compute():
-    spec = importlib.util.spec_from_file_location("flexwm_bench_compute", PATH)
-    mod = importlib.util.module_from_spec(spec)
-
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("compute")
 
 
 def test_world_model_flops_grow_with_depth(compute):

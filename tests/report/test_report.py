@@ -7,16 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "training"))
-from toy_data import write_toy_dataset  # noqa: E402
-
-from flexwm.errors import ConfigError  # noqa: E402
-from flexwm.report import build_report  # noqa: E402
-from flexwm.training.run import preset, train_world_model  # noqa: E402
+from flexwm.errors import ConfigError
+from flexwm.report import build_report
+from flexwm.training.run import preset, train_world_model
+from tests.helpers.toy_training_data import write_toy_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from toy_data import write_toy_dataset
 
 from flexwm.errors import ConfigError
 from flexwm.evaluation import imagined_head
 from flexwm.evaluation.imagined_head import fit_success_head, imagined_head_features, tune_success_head
 from flexwm.training.run import preset, train_world_model
+from tests.helpers.toy_training_data import write_toy_dataset
 
 
 @pytest.fixture(scope="module")

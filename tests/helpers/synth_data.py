@@ -1,7 +1,8 @@
 """Synthetic episodes for the data tests (numpy only, no simulator), and a writer loop to kill.
 
-Run as a script: `python flexwm_data_synth.py ROOT N` writes episodes 0..N-1 into ROOT, one after another
-(each a pure function of its index, so a test can rebuild what any episode must contain).
+Run as a module from the repository root: `python -m tests.helpers.synth_data ROOT N` writes episodes
+0..N-1 into ROOT, one after another (each a pure function of its index, so a test can rebuild what any
+episode must contain).
 """
 
 from __future__ import annotations
