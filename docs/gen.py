@@ -291,6 +291,7 @@ def page_headline(R: Results) -> str:
             lat[0] = num(r[f"{key}_success"]["latency_mean_s"], 3)
         acting.append([label, first, cell("hybrid_success"), cell("cem_success"), ", ".join(lat)])
     sets = ", ".join(f"`{v}`" for v in s["act_set"])
+    seed = R("bench_cpu/act.json")["setup"]["seed"] if R.exists("bench_cpu/act.json") else "the benchmark's seed"
     train = [[MODELS[k], rows[k].get("train_steps") or "not recorded", num(rows[k].get("train_steps_per_s"))]
              for k in ("flexible", "wam-only", "ac-only")]
     out = [
@@ -301,7 +302,7 @@ def page_headline(R: Results) -> str:
         "`flexible` trains every mode, `wam-only` the WAM mode on successes only, `ac-only` the action-conditioned "
         "mode on everything. The behaviour-cloning baseline sees the same successes. Preset `{preset}`.".format(**s),
         table(["model", "training steps", "steps / s"], train),
-        f"## Acting in the real simulator\n\n11 AVDC tasks x {s['episodes']} episodes (reset seeds from 10000), "
+        f"## Acting in the real simulator\n\n11 AVDC tasks x {s['episodes']} episodes (reset seeds from {seed}), "
         f"instructions never seen in training, {s['flow_steps']} flow steps; success pooled over tasks with the "
         f"Wilson 95% interval; seconds per decision with one thread per evaluation. CEM and hybrid ran with a "
         f"reduced budget ({sets}). `ac-only` cannot propose (its WAM mode is untrained); `wam-only` cannot "
@@ -348,7 +349,7 @@ def _wrap(cmd: str, width: int = 100) -> str:
 def page_acting(R: Results) -> str:
     rows = []
     order = ["wam", "wam-seq", "best-of-n", "hybrid", "cem", "mppi", "grad"]
-    budget = {}
+    budget, n_tasks = {}, 0
     for pol in order:
         rel = f"act_flex-ac3/flex-ac3-{pol}.json"
         if not R.exists(rel):
@@ -358,7 +359,8 @@ def page_acting(R: Results) -> str:
         pc = next(iter(d["per_task"].values()))["policy_config"]
         budget[pol] = ", ".join(f"{k} {pc[k]}" for k in ("n", "proposals", "population", "iterations", "restarts")
                                 if pc.get(k) is not None)
-        note = "" if e["complete"] else f" (only {e['tasks']} of 11 tasks: stopped for time)"
+        n_tasks = max(n_tasks, e["tasks"]) if e["complete"] else n_tasks
+        note = "" if e["complete"] else f" (only {e['tasks']} of {n_tasks or 'the'} tasks: stopped for time)"
         rows.append([f"`{pol}`", rate(e["k"], e["n"]) + note, budget[pol] or "–", num(e["s"], 3)])
     d0 = R("act_flex-ac3/flex-ac3-wam.json")
     out = [f"Model: {model_of(d0['ckpt'])}. 11 AVDC tasks x {d0['episodes_per_task']} episodes (reset seeds "
@@ -379,7 +381,8 @@ def page_acting(R: Results) -> str:
             more += [[MODELS.get(r["model"], r["model"]), f"`{r['policy']}`", d["setup"]["episodes"],
                       rate(r["k"], r["n"]), num(r["s"], 3), R.link(rel)] for r in act_rows(d)]
     if more:
-        out.append("## Best-of-N and sequential WAM with the other models\n\n`best-of-n` draws 4 WAM samples and keeps "
+        out.append("## Best-of-N and sequential WAM with the other models\n\n"
+                   "`best-of-n` draws several WAM samples and keeps "
                    "the one the model's own success head scores best on its generated future; `wam-seq` generates "
                    "the video first and decodes actions by inverse dynamics. A difference seen with 3 episodes per "
                    "task can vanish with 10:")
@@ -553,10 +556,12 @@ def _rl_table(d: dict) -> list[list[Any]]:
 
 
 def page_rl(R: Results) -> str:
-    out = ["`flexwm improve` improves a weak behaviour-cloning policy (images + instruction, 5 demonstrations per "
-           "task, one policy for 3 tasks) by positive-advantage weighted regression on batched rollouts, rewarded by "
-           "the model's success head (in imagination) or by the simulator (`--real`, the same algorithm and number "
-           "of rollouts, for comparison). Success is measured in the real simulator with held-out instructions."]
+    first = R("rl_flex-ac3.json") if R.exists("rl_flex-ac3.json") else R("bench_cpu/rl_flexible.json")
+    out = [f"`flexwm improve` improves a weak behaviour-cloning policy (images + instruction, "
+           f"{first['demos_per_task']} demonstrations per task, one policy for the {len(first['tasks'])} tasks) by "
+           "positive-advantage weighted regression on batched rollouts, rewarded by the model's success or progress "
+           "head (in imagination) or by the simulator (`--real`, the same algorithm and number of rollouts, for "
+           "comparison). Success is measured in the real simulator with held-out instructions."]
     variants = [("bench_cpu/rl_flexible.json", "flexible model (default recipe), whole imagined episodes"),
                 ("bench_cpu/rl_ac-only.json", "`ac-only` model, whole imagined episodes"),
                 ("rl_flex-ac3.json", "AC-weighted flexible model, whole imagined episodes, calibrated threshold"),
@@ -737,9 +742,58 @@ def results_index(R: Results) -> str:
         "Timings are ratios measured within one run where possible (the machines are shared and noisy); success "
         "rates come with their episode counts and Wilson 95% intervals.",
         pages,
-        "Headline: at this CPU budget the one flexible model does not yet beat the specialists at their own jobs, "
-        "and most of the project's targets are not met yet; each page says which.",
+        "## Targets\n\nThe goals the project measures itself against, and where the measurements stand:",
+        targets_table(R),
     ]) + "\n"
+
+
+def targets_table(R: Results) -> str:
+    """Each target with the best measured value and whether it is met (all values read from the JSON files)."""
+    rows = []
+    head = headline_rows(R)[0]
+    wam = max(r["k"] / r["n"] for r in head if r["policy"] == "wam" and r["n"])
+    rows.append([TARGETS["wam"][0], f">= {pct(TARGETS['wam'][1])}", pct(wam), wam >= TARGETS["wam"][1],
+                 "headline.md"])
+    flex = {r["policy"]: r["k"] / r["n"] for r in head if r["model"] == "flexible" and r["n"]}
+    if "hybrid" in flex:
+        gain = 100 * (flex["hybrid"] - max(v for p, v in flex.items() if p != "hybrid"))
+        rows.append([TARGETS["hybrid"][0], f"+{TARGETS['hybrid'][1]:.0f}", f"{gain:+.0f}",
+                     gain >= TARGETS["hybrid"][1], "headline.md"])
+    if R.exists("act_flex-ac3/flex-ac3-cem.json"):
+        s = eval_summary(R("act_flex-ac3/flex-ac3-cem.json"))["s"]
+        rows.append([TARGETS["cem_s"][0], f"<= {TARGETS['cem_s'][1]:.0f} s", f"{s:.2f} s",
+                     s <= TARGETS["cem_s"][1], "acting.md"])
+    if R.exists("bench_cpu/imagine_speed.json"):
+        x = R("bench_cpu/imagine_speed.json")["best_imagined_over_real"]
+        note = ""
+        if R.exists("imagine_speed_flow1.json"):
+            x1 = R("imagine_speed_flow1.json")["best_imagined_over_real"]
+            note = f" ({x1:.1f}x with 1 flow step, at lower fidelity)"
+        rows.append([TARGETS["speed"][0] + ", 4 flow steps", f">= {TARGETS['speed'][1]:.0f}x", f"{x:.1f}x{note}",
+                     x >= TARGETS["speed"][1], "imagination-speed.md"])
+    gains = [100 * (R(rel)["average"]["imagination"] - R(rel)["average"]["before"])
+             for rel in ("bench_cpu/rl_flexible.json", "bench_cpu/rl_ac-only.json", "rl_flex-ac3.json",
+                         "rl_flex-ac3-ih.json", "rl_branch_flex-ac3.json", "rl_branch_anchor_flex-ac3.json")
+             if R.exists(rel)]
+    if gains:
+        g = max(gains)
+        rows.append([TARGETS["rl"][0], f"+{TARGETS['rl'][1]:.0f}", f"{g:+.0f}", g >= TARGETS["rl"][1], "rl.md"])
+    pe = []
+    for d_ in ("policy_eval_flexible", "policy_eval_flex-ac3", "policy_eval_flex-ac3_calibrated",
+               "policy_eval_flex-ac3-ih_calibrated", "policy_eval_flex-ac3-sc_calibrated"):
+        rel = f"bench_cpu/{d_}/policy_eval.json"
+        if R.exists(rel):
+            p = R(rel)
+            pe.append((p["pearson"], p["mmrv"]))
+    if pe:
+        p, m = max(pe)
+        ok = p >= TARGETS["pe"][1] and m <= TARGETS["pe_mmrv"][1]
+        rows.append(["policy evaluation by a flexible model: Pearson / MMRV",
+                     f">= {TARGETS['pe'][1]} / <= {TARGETS['pe_mmrv'][1]}", f"{p:.2f} / {m:.2f}", ok,
+                     "policy-evaluation.md"])
+    R.used = []
+    return table(["target", "goal", "best measured", "met", "page"],
+                 [[w, g, v, "**yes**" if ok else "no", f"[{pg[:-3]}]({pg})"] for w, g, v, ok, pg in rows])
 
 
 # ---- CLI reference ----------------------------------------------------------------------------------------
