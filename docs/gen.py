@@ -690,7 +690,7 @@ def page_training(R: Results) -> str:
         s = R("train_cpu_flex/summary.json")
         out.append(f"## A full `cpu` training run\n\n`{public(s['command'])}`: {s['wall_clock_total_s'] / 60:.0f} min "
                    f"wall in all (frame tokenizer, latent cache, world model), peak memory "
-                   f"{s['peak_rss_kb'] / 1024 ** 2:.1f} GB; loss {s['first_loss_mean_first_10_logs']['loss']:.2f} -> "
+                   f"{s['peak_rss_kb'] / 1024 ** 2:.1f} GiB; loss {s['first_loss_mean_first_10_logs']['loss']:.2f} -> "
                    f"{s['final_loss_mean_last_10_logs']['loss']:.2f}. Machine: {s['machine']}.")
     if R.exists("tokenizer_psnr_cpu_flex.json"):
         k = R("tokenizer_psnr_cpu_flex.json")
@@ -707,7 +707,7 @@ def page_training(R: Results) -> str:
     if R.exists("memory.json"):
         m = R("memory.json")
         c = m["control_load_in_memory"]
-        out.append(f"## Training under a memory limit\n\nA latent cache of {m['cache_mb'] / 1024:.1f} GB "
+        out.append(f"## Training under a memory limit\n\nA latent cache of {m['cache_mb'] / 1024:.1f} GiB "
                    f"({m['cache']['episodes']} episodes) trained on by a process confined to {m['limit_mb']} MB "
                    f"(cgroup, no swap): training streams from memory-mapped latents and "
                    f"{'finishes' if m['streamed_ok'] else 'FAILS'} ({m['streamed']['child']['train_steps']} steps); "
