@@ -294,7 +294,15 @@ def page_headline(R: Results) -> str:
     seed = R("bench_cpu/act.json")["setup"]["seed"] if R.exists("bench_cpu/act.json") else "the benchmark's seed"
     train = [[MODELS[k], rows[k].get("train_steps") or "not recorded", num(rows[k].get("train_steps_per_s"))]
              for k in ("flexible", "wam-only", "ac-only")]
+    latest = []
+    if R.exists("headline_cpu.json"):
+        _, _, setup = headline_rows(R)
+        comp = ", ".join(f"{k} {v}" for k, v in setup["compute"].items())
+        latest = [f"## Latest run\n\nCompute: {comp or 'not recorded'}; commit {setup['commit']}.",
+                  headline_table(R, depth=2), "```bash\n" + _wrap(setup["command"]) + "\n```",
+                  "## The recorded benchmark run"]
     out = [
+        *latest,
         f"Machine: {machine(b)}. One seed per model.",
         "## Setup\n\nThe three world models share the data (`{data}`, the 11 AVDC tasks of Meta-World: expert "
         "successes, noisy-expert failures and autonomous play, with held-out episodes), the frame tokenizer, the "

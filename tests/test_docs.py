@@ -117,3 +117,14 @@ def test_wilson_matches_the_library():
     spec.loader.exec_module(mod)
     for k, n in [(0, 33), (10, 33), (41, 110), (50, 50)]:
         assert mod.wilson(k, n) == pytest.approx(wilson_interval(k, n))
+
+
+def test_headline_page_shows_headline_cpu_json_when_present(gen, tmp_path):
+    root = _copy_results(tmp_path)
+    rows = [{"model": "flexible", "policy": "wam", "env": "metaworld", "task": "door-open-v3", "episodes": 4,
+             "successes": 1, "seconds_per_decision": 0.1}]
+    (root / "benchmarks" / "results" / "headline_cpu.json").write_text(json.dumps(
+        {"rows": rows, "compute": {"cpus": 2}, "command": "python benchmarks/bench.py", "commit": "abc1234"}))
+    text = gen.page_headline(gen.Results(root))
+    assert "## Latest run" in text and "cpus 2" in text and "1/4" in text
+    assert "[`headline_cpu.json`](../../benchmarks/results/headline_cpu.json)" in text
