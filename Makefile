@@ -69,3 +69,8 @@ bench-collect: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# regenerate docs/cli.md, docs/results/*.md and README.md's headline table from the code and benchmarks/results/
+.PHONY: docs
+docs: install
+	$(PY) docs/gen.py
