@@ -26,3 +26,23 @@ def test_bc_and_tokenizer_flops_are_counted(compute):
     assert 0 < tiny["flops_per_sample"] < cpu["flops_per_sample"]
     tok = compute.tokenizer_flops("tiny")
     assert tok["train_flops_per_sample"] > tok["encode_flops_per_frame"] > 0
+
+
+def test_headline_rows_are_paired_by_seed(tmp_path):
+    """benchmarks/headline.py: one row per (model, way to act, task); evaluations on other seeds are refused."""
+    headline = load_benchmark("headline")
+
+    def result(seeds, succ):
+        ep = [{"seed": s, "success": x} for s, x in zip(seeds, succ)]
+        return {"complete": True, "env": "metaworld", "per_task": {"reach-v3": {
+            "env": "metaworld", "summary": {"episodes": len(seeds), "successes": sum(succ)},
+            "latency": {"mean_s": 0.05}, "per_episode": ep}}}
+
+    a = headline.rows_of("flexible", "wam", result([1, 2], [True, False]))
+    b = headline.rows_of("bc", "bc", result([1, 2], [True, True]))
+    assert [(r["model"], r["successes"], r["episodes"]) for r in a + b] == [("flexible", 1, 2), ("bc", 2, 2)]
+    headline.check_paired(a + b)
+    with pytest.raises(SystemExit, match="reset seeds"):
+        headline.check_paired(a + headline.rows_of("bc", "bc", result([3, 4], [True, True])))
+    with pytest.raises(SystemExit, match="not complete"):
+        headline.rows_of("bc", "bc", {**result([1], [True]), "complete": False})
