@@ -5,7 +5,7 @@ The world-action model turns an instruction and initial noise into actions. Its 
 producing actions it knows how to produce, only from better draws:
 
     noise_actions = mu(context latents) + std * N(0, I)      (the video noise stays N(0, I))
-    actions       = WAM(context, instruction, noise)          (flow sampler, `propose_with_noise`)
+    actions       = WAM(context, instruction, noise)          (`wm.propose(..., noise=...)`)
 
 With mu = 0 and std = 1 this is exactly the WAM (the policy's last layer starts at zero). Training is the
 same positive-advantage weighted regression with group-relative baselines as `flexwm.rl.improve`:
@@ -35,7 +35,7 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
-from flexwm.planning.base import to_numpy
+from flexwm.planning.base import check_action_dim, to_numpy
 from flexwm.planning.steered import NoisePolicy, make_noise_policy, steered_actions, steered_wam_policy
 from flexwm.rl.improve import advantage_weights, iteration_row, weighted_regression
 
@@ -122,7 +122,6 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
     import copy
 
     from flexwm.envs import make_env
-    from flexwm.rl.imagination import expected_image_size
 
     cfg = cfg or NoiseRLConfig()
     pol = copy.deepcopy(policy) if policy is not None else make_noise_policy(wm, cfg.hidden)
@@ -133,10 +132,8 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
     gen = torch.Generator().manual_seed(cfg.seed)
     own_env = env is None
     if own_env:
-        env = make_env(env_name, task, image_size=expected_image_size(wm) or (64, 64), max_episode_steps=cfg.max_steps)
-    if int(env.action_space.shape[0]) != int(wm.action_dim):
-        raise ConfigError(f"{env_name}/{task} has {env.action_space.shape[0]}-d actions but the world model "
-                          f"{wm.action_dim}-d ones; use a model trained on this embodiment")
+        env = make_env(env_name, task, image_size=wm.image_size or (64, 64), max_episode_steps=cfg.max_steps)
+    check_action_dim(env.action_space.shape[0], wm.action_dim, f"{env_name}/{task}", "the world model")
     log: list[dict[str, Any]] = []
     try:
         for it in range(cfg.iterations):

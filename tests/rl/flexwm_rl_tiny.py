@@ -2,13 +2,13 @@
 
 import torch
 
-from flexwm.models.interface import FlexWorldModelAdapter
+from flexwm.models.interface import FlexWorldModelWrapper
 from flexwm.models.text import make_text_encoder
 from flexwm.models.tokenizer import make_tokenizer
 from flexwm.models.world_model import FlexWorldModel, preset
 
 
-def make_tiny_wm(seed: int = 0) -> FlexWorldModelAdapter:
+def make_tiny_wm(seed: int = 0) -> FlexWorldModelWrapper:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     model = FlexWorldModel(preset("tiny", embodiments={"sawyer": {"action_dim": 4, "proprio_dim": 4}})).eval()
@@ -19,4 +19,4 @@ def make_tiny_wm(seed: int = 0) -> FlexWorldModelAdapter:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
         model.adapters["sawyer"].action_in.weight.mul_(20.0)  # so that actions visibly change the imagined frames
     tok = make_tokenizer("tiny", seed=seed).eval()
-    return FlexWorldModelAdapter(model, tok, make_text_encoder("hash"), embodiment="sawyer", steps=2)
+    return FlexWorldModelWrapper(model, tok, make_text_encoder("hash"), embodiment="sawyer", steps=2)
