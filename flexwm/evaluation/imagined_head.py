@@ -63,8 +63,8 @@ class FeatureImagination(Imagination):
         return p, progress
 
 
-def imagined_head_features(wm: FlexWorldModelWrapper, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
-                           seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+def imagined_head_features(wm: FlexWorldModelWrapper, episodes: Sequence[Any], *, horizon: int | None = None,
+                           batch: int = 32, seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
     """Head input features of every imagined window of every episode (open-loop replay) with real labels.
     Returns {"features" (N, d) float32, "labels" (N,) bool: real success by the newest frame's time,
     "episode" (N,) index into `episodes`, "step" (N,), "old_prob" (N,): the current head's P(success)}."""

@@ -35,6 +35,7 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
+from flexwm.models.interface import WorldModel
 from flexwm.planning.base import check_action_dim, to_numpy
 from flexwm.planning.steered import NoisePolicy, make_noise_policy, steered_actions, steered_wam_policy
 from flexwm.rl.improve import advantage_weights, iteration_row, weighted_regression
@@ -60,7 +61,7 @@ class NoiseRLConfig:
         validate(self)
 
 
-def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseRLConfig, execute: int,
+def _imagined_rollouts(wm: WorldModel, pol: NoisePolicy, starts: list[Any], cfg: NoiseRLConfig, execute: int,
                        gen: torch.Generator) -> dict[str, Any]:
     from flexwm.rl.imagination import Imagination
 
@@ -92,7 +93,7 @@ def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseR
     return {"context": torch.cat(ctxs), "noise": torch.cat(zs), "owner": np.concatenate(owner), "returns": ret}
 
 
-def _real_rollouts(wm: Any, pol: NoisePolicy, env: Any, seeds: list[int], cfg: NoiseRLConfig, execute: int,
+def _real_rollouts(wm: WorldModel, pol: NoisePolicy, env: Any, seeds: list[int], cfg: NoiseRLConfig, execute: int,
                    gen: torch.Generator) -> dict[str, Any]:
     ctxs, zs, owner, ret = [], [], [], np.zeros(len(seeds) * cfg.samples)
     policy = steered_wam_policy(wm, pol, cfg.std, execute=execute, record=True)
@@ -114,7 +115,7 @@ def _real_rollouts(wm: Any, pol: NoisePolicy, env: Any, seeds: list[int], cfg: N
     return {"context": torch.stack(ctxs), "noise": torch.stack(zs), "owner": np.asarray(owner), "returns": ret}
 
 
-def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
+def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
               env_name: str = "metaworld", env: Any = None, policy: NoisePolicy | None = None,
               progress: bool = False) -> tuple[NoisePolicy, dict[str, Any]]:
     """Learn a noise policy for the WAM of `wm` on `task`, in imagination (`imagine=True`) or in the real
