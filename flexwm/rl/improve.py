@@ -230,8 +230,9 @@ def dataset_start_frames(dataset: Any, episodes: list[int], n: int, rng: np.rand
 
 
 def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: WorldModel | None = None,
-               env_name: str = "metaworld", env: Any = None, instruction: str | None = None, text_encoder: Any = None, progress: bool = False,
-               dataset: Any = None, episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
+               env_name: str = "metaworld", env: Any = None, instruction: str | None = None,
+               text_encoder: Any = None, progress: bool = False, dataset: Any = None,
+               episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `bc` on `task` by RL in the world model `wm` (or in the real simulator when `wm`
     is None). The simulator (`env`, else make_env(env_name, task)) gives the start states, and the rollouts
     when `wm` is None. With `cfg.start == "dataset"` the imagined rollouts are short branches from real frames
