@@ -27,7 +27,7 @@ from common import write_result  # noqa: E402
 
 
 def untrained(preset_name: str, steps: int):
-    from flexwm.models.interface import FlexWorldModelAdapter
+    from flexwm.models.interface import FlexWorldModelWrapper
     from flexwm.models.text import make_text_encoder
     from flexwm.models.tokenizer import make_tokenizer
     from flexwm.models.world_model import FlexWorldModel, preset
@@ -35,7 +35,7 @@ def untrained(preset_name: str, steps: int):
     torch.manual_seed(0)
     model = FlexWorldModel(preset(preset_name, embodiments={"sawyer": {"action_dim": 4, "proprio_dim": 4}})).eval()
     tok = make_tokenizer(preset_name, seed=0).eval()
-    return FlexWorldModelAdapter(model, tok, make_text_encoder("hash"), embodiment="sawyer", steps=steps)
+    return FlexWorldModelWrapper(model, tok, make_text_encoder("hash"), embodiment="sawyer", steps=steps)
 
 
 def imagined_rate(env, n: int, steps: int) -> float:

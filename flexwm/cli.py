@@ -288,7 +288,7 @@ def eval_(
     for task in task_list:
         if task in per_task:
             continue
-        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model, preset=budget)
+        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model, budget=budget)
         r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
                             record_video=videos)
         recorded = r.pop("videos", None)

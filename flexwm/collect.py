@@ -117,10 +117,10 @@ def _env_for(task: str):
 
 def run_job(job: Job):
     """Simulate one episode (in a worker process). Returns the Episode record."""
-    from flexwm.envs import make_policy, run_episode
+    from flexwm.envs import make_scripted_policy, run_episode
 
     env = _env_for(job.task)
-    policy = make_policy(job.source, env, noise=job.noise, seed=job.seed)
+    policy = make_scripted_policy(job.source, env, noise=job.noise, seed=job.seed)
     episode = run_episode(env, policy, seed=job.seed, source=job.source, noise=job.noise)
     episode.meta.extra["job_id"] = job.job_id
     return episode

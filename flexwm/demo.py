@@ -95,14 +95,14 @@ def act(model_dir: Path, episodes: int, policies: list[str]) -> list[dict]:
         if out.exists():
             rows.append(json.loads(out.read_text()))
             continue
-        pol = make_policy(name, wm, preset="tiny")
+        pol = make_policy(name, wm, budget="tiny")
         t0 = time.perf_counter()
         r = evaluate_policy(pol, "metaworld", EVAL_TASK, episodes, seed=10_000, max_steps=150,
                             instruction_split="eval", record_video=1)
         videos = r.pop("videos")
         save_eval_videos(model_dir, name, EVAL_TASK, videos)
         res = {"policy": name, "env": "metaworld", "episodes_per_task": episodes, "seed": 10_000,
-               "instructions": "eval", "flow_steps": 4, "policy_overrides": "tiny preset", "complete": True,
+               "instructions": "eval", "flow_steps": 4, "policy_overrides": "tiny budget", "complete": True,
                "average_over_tasks": r["summary"]["rate"], "pooled": r["summary"], "per_task": {EVAL_TASK: r},
                "seconds": time.perf_counter() - t0}
         atomic_write_json(out, json.loads(json.dumps(res, default=_jsonable)))

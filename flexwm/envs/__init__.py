@@ -1,7 +1,7 @@
 """Simulator adapters (Meta-World, PushT) and data-collection policies behind one small interface.
 
     env = make_env("metaworld", "door-open-v3", image_size=(64, 64))
-    policy = make_policy("noisy", env, noise=0.3, seed=0)
+    policy = make_scripted_policy("noisy", env, noise=0.3, seed=0)
     episode = run_episode(env, policy, seed=0, source="noisy", noise=0.3)
 
 Simulators are imported lazily: `import flexwm.envs` needs neither mujoco nor pygame.
@@ -18,7 +18,7 @@ from flexwm.envs.instructions import PLAY_INSTRUCTION, canonical_instruction, pa
 from flexwm.errors import EnvError
 
 __all__ = [
-    "ENVS", "EMBODIMENTS", "AVDC_TASKS", "list_tasks", "make_env", "make_policy", "run_episode",
+    "ENVS", "EMBODIMENTS", "AVDC_TASKS", "list_tasks", "make_env", "make_scripted_policy", "run_episode",
     "RobotEnv", "ScriptedPolicy", "Observation", "StepResult",
     "canonical_instruction", "paraphrases", "PLAY_INSTRUCTION",
 ]
@@ -95,7 +95,7 @@ def make_expert(env: RobotEnv) -> ScriptedPolicy:
     raise EnvError(f"no scripted expert for embodiment {env.embodiment!r}")
 
 
-def make_policy(source: Source, env: RobotEnv, noise: float = 0.0, seed: int = 0) -> ScriptedPolicy:
+def make_scripted_policy(source: Source, env: RobotEnv, noise: float = 0.0, seed: int = 0) -> ScriptedPolicy:
     """A data-collection policy for `env`: the scripted expert, the expert with action noise, or task-free play."""
     from flexwm.envs.policies import NoisyPolicy, PlayPolicy
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from flexwm.errors import ConfigError
+from flexwm.models.interface import WorldModel
 
 
 def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
@@ -64,7 +65,7 @@ def _canonical(episode: Any) -> str:
         return episode.meta.instruction
 
 
-def replay_open_loop(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+def replay_open_loop(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
                      seed: int = 0, instruction: Any = None, imagination: Any = None
                      ) -> Iterator[tuple[int, int, np.ndarray, Any]]:
     """Replay episodes open-loop in imagination from their first real frame, `batch` at a time, frame_stride
@@ -97,7 +98,7 @@ def replay_open_loop(wm: Any, episodes: Sequence[Any], *, horizon: int | None = 
             yield b, k, lengths > k, imag
 
 
-def imagined_scores(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
+def imagined_scores(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
                     seed: int = 0, instruction: Any = None) -> np.ndarray:
     """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc)."""
     out = np.zeros(len(episodes))
@@ -108,8 +109,8 @@ def imagined_scores(wm: Any, episodes: Sequence[Any], *, horizon: int | None = N
     return out
 
 
-def calibrate_imagined_success(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
-                               seed: int = 0) -> dict[str, Any]:
+def calibrate_imagined_success(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None,
+                               batch: int = 32, seed: int = 0) -> dict[str, Any]:
     """Threshold, balanced accuracy and AUC of imagined success against the episodes' real outcomes (a real
     success anywhere in the first `horizon` steps)."""
     if not episodes:

@@ -13,9 +13,11 @@ on exactly that distribution, with the real outcome as the label:
     logistic regression on those features, started from the trained head and pulled towards it (L2 on the
     difference; strength chosen on 20% of the episodes held out by episode), then refitted on all of them
 
-Only `head.weight[0]` / `head.bias[0]` (the success logit) change: the transformer, the generative modes and
-the progress output are untouched, so acting and imagining are exactly as before. The result is a new
-checkpoint directory usable wherever a run is (`--ckpt OUT`); `flexwm calibrate --ckpt OUT` then measures it on
+This re-fits a FlexWorldModel's own head, so it takes a `FlexWorldModelWrapper` (what `load_run` returns) and
+uses its success-head methods (`score_features`, `success_logit`, `weights_with_success_logit`), not the narrow
+WorldModel interface. Only `head.weight[0]` / `head.bias[0]` (the success logit) change: the transformer, the
+generative modes and the progress output are untouched, so acting and imagining are exactly as before. The result is
+a new checkpoint directory usable wherever a run is (`--ckpt OUT`); `flexwm calibrate --ckpt OUT` then measures it on
 the run's held-out episodes.
 
     res = tune_success_head("runs/NAME", "runs/NAME-ih", episodes)
@@ -37,35 +39,32 @@ from torch import Tensor
 
 from flexwm.errors import ConfigError
 from flexwm.evaluation.calibrate import auc, replay_open_loop
+from flexwm.models.interface import FlexWorldModelWrapper, LatentState
 from flexwm.rl.imagination import Imagination
 
 
 class FeatureImagination(Imagination):
     """Imagination that also keeps the success head's input feature (n, d) of every row's newest window."""
 
-    def __init__(self, wm: Any, n: int):
-        if not hasattr(getattr(wm, "model", None), "head"):
-            raise ConfigError(f"re-fitting the success head needs a FlexWorldModelAdapter; got {type(wm).__name__}")
+    def __init__(self, wm: FlexWorldModelWrapper, n: int):
+        if not isinstance(wm, FlexWorldModelWrapper):
+            raise ConfigError(f"re-fitting the success head needs a FlexWorldModelWrapper (load_run); got "
+                              f"{type(wm).__name__}")
         super().__init__(wm, n)
         self.features: Tensor | None = None
 
-    def _score_group(self, rows: list[int], state: Any, future: Tensor,
+    def _score_group(self, rows: list[int], state: LatentState, future: Tensor,
                      instruction: str | None) -> tuple[Tensor, Tensor]:
-        seen: list[Tensor] = []
-        hook = self.wm.model.head.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
-        try:
-            out = super()._score_group(rows, state, future, instruction)
-        finally:
-            hook.remove()
-        feat = seen[-1].float().cpu()
+        p, progress, feat = self.wm.score_features(state, future, instruction)
+        feat = feat.float().cpu()
         if self.features is None:
             self.features = torch.zeros(self.n, feat.shape[1])
         self.features[rows] = feat
-        return out
+        return p, progress
 
 
-def imagined_head_features(wm: Any, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
-                           seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+def imagined_head_features(wm: FlexWorldModelWrapper, episodes: Sequence[Any], *, horizon: int | None = None,
+                           batch: int = 32, seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
     """Head input features of every imagined window of every episode (open-loop replay) with real labels.
     Returns {"features" (N, d) float32, "labels" (N,) bool: real success by the newest frame's time,
     "episode" (N,) index into `episodes`, "step" (N,), "old_prob" (N,): the current head's P(success)}."""
@@ -199,15 +198,10 @@ def tune_success_head(ckpt: str | Path, out: str | Path, episodes: Sequence[Any]
 
         atomic_write(cache, write)
     imagine_s = time.perf_counter() - t0
-    head = wm.model.head
-    w0 = head.weight[0].detach().double().numpy()
-    b0 = float(head.bias[0])
+    w0, b0 = wm.success_logit()
     fit = fit_success_head(data, w0, b0, seed=seed)
     cfg = _copy_run_files(run, ckpt_dir, out)
-    state = {k: v.clone() for k, v in wm.model.state_dict().items()}
-    state["head.weight"][0] = torch.as_tensor(fit["weight"]).to(state["head.weight"].dtype)
-    state["head.bias"][0] = float(fit["bias"])
-    save_pretrained_dir(out, state, cfg)
+    save_pretrained_dir(out, wm.weights_with_success_logit(fit["weight"], fit["bias"]), cfg)
     p_new = _sigmoid(data["features"] @ fit["weight"] + fit["bias"])
     y = data["labels"]
     report = {"source": str(ckpt_dir), "episodes": len(episodes), "windows": int(len(y)),

@@ -188,8 +188,15 @@ def _flexwm(spec: PolicySpec, env: RobotEnv, wm: WorldModel) -> Any:
     return make_policy(spec.mode or "wam", policy_wm, spec.config, action_space=env.action_space)
 
 
-POLICY_KINDS: dict[str, AgentFactory] = {"expert": _scripted, "noisy": _scripted, "random": _random, "bc": _bc,
+# suite kind -> the factory of its agents
+SUITE_AGENTS: dict[str, AgentFactory] = {"expert": _scripted, "noisy": _scripted, "random": _random, "bc": _bc,
                                          "flexwm": _flexwm}
+
+
+def make_suite_policy(spec: PolicySpec, env: RobotEnv, wm: WorldModel,
+                      agents: dict[str, AgentFactory] | None = None) -> Any:
+    """The agent of suite entry `spec` acting in `env` (`agents` adds or replaces the factory of a kind)."""
+    return {**SUITE_AGENTS, **(agents or {})}[spec.kind](spec, env, wm)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,7 +264,7 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
     real simulator (`env`, or make_env(env_name, task) at the model's image size) and in the world model.
     `horizon`: native steps per episode (default and cap: the env's max_episode_steps). `agents` adds or
     replaces the agent factory of a kind. With `out_dir`: policy_eval.json, policy_eval.png and suite.json."""
-    from flexwm.rl.imagination import check_action_dim, expected_image_size
+    from flexwm.rl.imagination import check_env
 
     specs = load_suite(suite) if isinstance(suite, (str, Path)) else (
         suite if suite and all(isinstance(s, PolicySpec) for s in suite) else parse_suite(suite))
@@ -268,23 +275,18 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
 
         if env_name is None or task is None:
             raise ConfigError("give env_name and task (or env=) to evaluate the suite on")
-        env = make_env(env_name, task, image_size=expected_image_size(wm) or (64, 64))
-    check_action_dim(wm, env.action_space.shape[0], f"simulator {env.embodiment}/{env.task}")
-    want = expected_image_size(wm)
-    if want is not None and tuple(env.image_size) != want:
-        raise EnvError(f"simulator {env.embodiment}/{env.task} renders {tuple(env.image_size)} frames but the "
-                       f"world model expects {want}; make the env with image_size={want}")
+        env = make_env(env_name, task, image_size=wm.image_size or (64, 64))
+    check_env(wm, env)
     limit = min(int(horizon or env.max_episode_steps), env.max_episode_steps)
     frames = limit // int(wm.frame_stride)
     if frames < 1:
         raise ConfigError(f"horizon {limit} is shorter than the model's frame_stride {wm.frame_stride}: "
                           "nothing to imagine")
     steps = frames * int(wm.frame_stride)  # the same horizon in both worlds: a multiple of frame_stride
-    factories = {**POLICY_KINDS, **(agents or {})}
     seeds = [int(seed) + e for e in range(episodes)]
     makers, first_agents = {}, {}
     for i, spec in enumerate(specs):  # build every policy before running any, so a bad one fails at once
-        makers[spec.name] = lambda spec=spec: factories[spec.kind](spec, env, wm)
+        makers[spec.name] = lambda spec=spec: make_suite_policy(spec, env, wm, agents)
         try:
             first_agents[spec.name] = makers[spec.name]()
         except (ConfigError, EnvError) as e:

@@ -15,6 +15,7 @@ import numpy as np
 
 from flexwm.errors import ConfigError
 from flexwm.evaluation.stats import mean_interval, success_summary
+from flexwm.models.interface import WorldModel
 from flexwm.planning.base import RecedingHorizonPolicy, check_action_dim
 
 
@@ -29,16 +30,10 @@ def eval_instructions(task: str, split: str) -> list[str]:
     return out
 
 
-def instruction_seen_in_training(wm: Any, instruction: str) -> bool | None:
-    """Whether the run's text cache (the instructions embedded for training) holds `instruction`; None if the
-    model has no such cache. Reads the cache as it was loaded, so it must be asked before new strings are
-    embedded and saved."""
-    from flexwm.models.text import _key
-
-    disk = getattr(getattr(wm, "text_encoder", None), "_disk", None)
-    if not disk or getattr(wm.text_encoder, "cache_path", None) is None:
-        return None
-    return _key(instruction) in disk
+def instruction_seen_in_training(wm: WorldModel | None, instruction: str) -> bool | None:
+    """Whether the model was trained on `instruction` (`wm.knows_instruction`); None without a world model or
+    when the model cannot tell."""
+    return None if wm is None else wm.knows_instruction(instruction)
 
 
 def _imagined_track(plans: list[dict], n_frames: int, frame_shape: tuple[int, ...], stride: int) -> np.ndarray:
@@ -76,25 +71,17 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
     instructions = eval_instructions(task, instruction_split)
     env = make_env(env_name, task, image_size=image_size, camera=camera, max_episode_steps=max_steps)
     try:
-        check_action_dim(policy.action_dim, env.action_space.shape[0], f"{env_name}/{task}")
+        check_action_dim(policy.action_dim, env.action_space.shape[0], "the policy", f"{env_name}/{task}")
         seen = {s: instruction_seen_in_training(policy.wm, s) for s in instructions}
-        text_encoder = getattr(policy.wm, "text_encoder", None)
-        autosave = getattr(text_encoder, "autosave", None)
-        if autosave:  # never write evaluation instructions into the run's training text cache
-            text_encoder.autosave = False
-        try:
-            records, latencies, videos = [], [], []
-            for e in range(episodes):
-                rec, lat, video = _episode(policy, env, seed + e, instructions[e % len(instructions)],
-                                           record=e < record_video, stop_on_success=stop_on_success)
-                rec["instruction_seen_in_training"] = seen[rec["instruction"]]
-                records.append(rec)
-                latencies += lat
-                if video is not None:
-                    videos.append({"episode": e, **video})
-        finally:
-            if autosave:
-                text_encoder.autosave = autosave
+        records, latencies, videos = [], [], []
+        for e in range(episodes):
+            rec, lat, video = _episode(policy, env, seed + e, instructions[e % len(instructions)],
+                                       record=e < record_video, stop_on_success=stop_on_success)
+            rec["instruction_seen_in_training"] = seen[rec["instruction"]]
+            records.append(rec)
+            latencies += lat
+            if video is not None:
+                videos.append({"episode": e, **video})
     finally:
         env.close()
     flags = [r["success"] for r in records]

@@ -9,15 +9,15 @@ import torch
 
 from flexwm.config import from_dict
 from flexwm.errors import ConfigError
-from flexwm.models.interface import FlexWorldModelAdapter
+from flexwm.models.interface import FlexWorldModelWrapper
 from flexwm.runs import resolve_model_dir, resolve_run_dir
 
 
 def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "cpu", steps: int = 10,
              cfg_scale: float = 1.0, dtype: torch.dtype | None = None,
              ac_noise: str = "sample", ac_guidance: float = 1.0,
-             prefer_embodiment: str | None = None) -> FlexWorldModelAdapter:
-    """A run directory (its latest checkpoint) or a checkpoint directory -> FlexWorldModelAdapter.
+             prefer_embodiment: str | None = None) -> FlexWorldModelWrapper:
+    """A run directory (its latest checkpoint) or a checkpoint directory -> FlexWorldModelWrapper.
 
     `embodiment` picks the adapter; None means the checkpoint's only one, or `prefer_embodiment` when it knows
     several. The frame tokenizer is read from RUN/tokenizer (or the run config's `tokenizer_path`), the text encoder is
@@ -51,5 +51,5 @@ def load_run(path: str | Path, *, embodiment: str | None = None, device: str = "
     text.autosave = False  # the run's cache records the training instructions; inference must not add to it
     for p in model.parameters():
         p.requires_grad_(False)
-    return FlexWorldModelAdapter(model, tokenizer, text, embodiment=embodiment, steps=steps, cfg_scale=cfg_scale,
+    return FlexWorldModelWrapper(model, tokenizer, text, embodiment=embodiment, steps=steps, cfg_scale=cfg_scale,
                                  ac_noise=ac_noise, ac_guidance=ac_guidance)

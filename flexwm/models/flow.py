@@ -40,6 +40,7 @@ from torch import Tensor
 from flexwm.errors import ConfigError
 from flexwm.models.world_model import MODES, FlexWorldModel, ModelOutput, WorldModelConfig
 
+# episode outcome (flexwm.data.episode.OUTCOMES) -> code; the one table, used by training (flexwm.training.run) too
 OUTCOME_CODES = {"success": 0, "failure": 1, "play": 2}
 MODE_NAMES = (*MODES, "skip")
 SUCCESS_ONLY_MODES = ("wam", "policy")

@@ -104,6 +104,13 @@ class _CachedEncoder:
 
     __call__ = embed
 
+    def in_disk_cache(self, text: str) -> bool | None:
+        """Whether `text` was in the disk cache as it was loaded (for a run's cache: a training instruction);
+        None without a (non-empty) disk cache."""
+        if not self._disk or self.cache_path is None:
+            return None
+        return _key(text) in self._disk
+
     def __len__(self) -> int:
         return len(self._cache)
 

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from flexwm.config import from_dict, to_dict, validate
 from flexwm.errors import ConfigError
+from flexwm.models.interface import WorldModel
 from flexwm.planning.base import (
     FrameHistory,
     Plan,
     Planner,
     RecedingHorizonPolicy,
     WMPlanner,
+    action_bounds,
     check_action_dim,
 )
 from flexwm.planning.bc import BCConfig, BCModel, BCPlanner, BCPolicyConfig, train_bc
@@ -47,6 +47,7 @@ from flexwm.planning.wam import SteeredWAMConfig, WAMConfig, WAMPlanner
 
 __all__ = [
     "POLICIES", "CONFIGS", "BUDGETS", "make_policy", "policy_config", "train_bc", "check_action_dim",
+    "action_bounds",
     "Plan", "Planner", "WMPlanner", "RecedingHorizonPolicy", "FrameHistory",
     "WAMConfig", "SteeredWAMConfig", "BestOfNConfig", "CEMConfig", "MPPIConfig", "GradConfig", "HybridConfig",
     "RandomConfig",
@@ -78,17 +79,17 @@ CPU: dict[str, dict[str, Any]] = {
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {"default": {}, "cpu": CPU, "tiny": TINY}
 
 
-def policy_config(name: str, cfg: Any = None, preset: str = "default") -> Any:
+def policy_config(name: str, cfg: Any = None, budget: str = "default") -> Any:
     """The config dataclass of policy `name` from None (defaults), a dict (strictly checked) or a dataclass.
 
-    `preset` picks the budget the dict overrides: "default" (sized for an accelerator), "cpu" (about 1 s per
-    plan with the cpu world model on 2 cores) or "tiny" (tests)."""
+    `budget` picks the search budget the dict overrides: "default" (sized for an accelerator), "cpu" (about 1 s
+    per plan with the cpu world model on 2 cores) or "tiny" (tests)."""
     if name not in CONFIGS:
         raise ConfigError(f"unknown policy {name!r}; choose one of {list(POLICIES)}")
-    if preset not in BUDGETS:
-        raise ConfigError(f"unknown policy preset {preset!r}; choose one of {list(BUDGETS)}")
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown policy budget {budget!r}; choose one of {list(BUDGETS)}")
     cls = CONFIGS[name]
-    base = BUDGETS[preset].get(name, {})
+    base = BUDGETS[budget].get(name, {})
     if cfg is None or isinstance(cfg, dict):
         return from_dict(cls, {**base, **(cfg or {})})
     if not isinstance(cfg, cls):
@@ -97,59 +98,41 @@ def policy_config(name: str, cfg: Any = None, preset: str = "default") -> Any:
     return cfg
 
 
-def _bounds(wm: Any, action_space: Any, action_dim: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Action bounds: the action space if given, else the model's normalisation range, else [-1, 1]."""
-    if action_space is not None:
-        low, high = np.asarray(action_space.low, np.float32), np.asarray(action_space.high, np.float32)
-    else:
-        adapter = getattr(getattr(wm, "model", None), "adapter", None)
-        if adapter is not None and getattr(wm, "embodiment", None) is not None:
-            a = adapter(wm.embodiment)
-            low, high = a.action_low.float().cpu().numpy(), a.action_high.float().cpu().numpy()
-        else:
-            if action_dim is None:
-                raise ConfigError("the random policy needs action_space= (or a world model) to know its actions")
-            low, high = -np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)
-    if action_dim is not None and low.shape != (action_dim,):
-        raise ConfigError(f"the policy acts with {action_dim}-d actions but the action space is "
-                          f"{low.shape[0]}-d; use a model trained on this embodiment")
-    return low, high
-
-
-def make_policy(name: str, wm: Any = None, cfg: Any = None, *, action_space: Any = None, goal_image: Any = None,
-                paraphrases: list[str] | None = None, bc_model: BCModel | None = None, text_encoder: Any = None,
-                preset: str = "default") -> RecedingHorizonPolicy:
+def make_policy(name: str, wm: WorldModel | None = None, cfg: Any = None, *, action_space: Any = None,
+                goal_image: Any = None, paraphrases: list[str] | None = None, bc_model: BCModel | None = None,
+                text_encoder: Any = None, budget: str = "default") -> RecedingHorizonPolicy:
     """Build policy `name` around world model `wm` (not needed for bc / random).
 
-    cfg: that policy's config (dataclass or dict); `preset` ("default" | "cpu" | "tiny") picks the budget. action_space:
-    the env's Box (bounds for sampling and clipping; default: the model's action normalisation range).
+    cfg: that policy's config (dataclass or dict); `budget` ("default" | "cpu" | "tiny") picks the search
+    budget. action_space: the env's Box (bounds for sampling and clipping; default: the model's action range).
     goal_image: for `objective.kind = "goal"`. paraphrases: extra instructions best-of-n may sample under.
     bc_model: a trained BCModel for `bc` (its text encoder is rebuilt unless `text_encoder` is given).
     """
-    cfg = policy_config(name, cfg, preset)
+    cfg = policy_config(name, cfg, budget)
     policy = _build(name, wm, cfg, action_space, goal_image, paraphrases, bc_model, text_encoder)
     policy.config = to_dict(cfg)
     return policy
 
 
-def _build(name: str, wm: Any, cfg: Any, action_space: Any, goal_image: Any, paraphrases: list[str] | None,
+def _build(name: str, wm: WorldModel | None, cfg: Any, action_space: Any, goal_image: Any,
+           paraphrases: list[str] | None,
            bc_model: BCModel | None, text_encoder: Any) -> RecedingHorizonPolicy:
     if name == "bc":
         if bc_model is None:
             raise ConfigError("policy 'bc' needs bc_model= (train_bc(...) or BCModel.from_pretrained(dir))")
-        low, high = _bounds(None, action_space, bc_model.cfg.action_dim) if action_space is not None else (
+        low, high = action_bounds(None, action_space, bc_model.cfg.action_dim) if action_space is not None else (
             bc_model.action_low.cpu().numpy(), bc_model.action_high.cpu().numpy())
         planner = BCPlanner(bc_model, text_encoder)
         execute = cfg.execute if cfg.execute is not None else max(1, planner.horizon // 2)
         return RecedingHorizonPolicy(planner, execute=execute, action_low=low, action_high=high, name="bc")
     if name == "random":
         dim = None if wm is None else int(wm.action_dim)
-        low, high = _bounds(wm, action_space, dim)
+        low, high = action_bounds(wm, action_space, dim)
         return RecedingHorizonPolicy(RandomPlanner(cfg, low, high), execute=cfg.execute, action_low=low,
                                      action_high=high, name="random")
     if wm is None:
         raise ConfigError(f"policy {name!r} needs a world model: make_policy({name!r}, load_run(RUN_DIR))")
-    low, high = _bounds(wm, action_space, int(wm.action_dim))
+    low, high = action_bounds(wm, action_space, int(wm.action_dim))
     if name == "wam-steered":
         from flexwm.planning.steered import NoisePolicy, steered_wam_policy
 

@@ -14,10 +14,8 @@ repeated before the start, exactly as training windows are built).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +25,7 @@ from torch import Tensor
 
 from flexwm.envs.base import Observation
 from flexwm.errors import ConfigError
-from flexwm.models.interface import LatentState
+from flexwm.models.interface import LatentState, WorldModel
 
 
 @dataclass
@@ -199,12 +197,11 @@ class RecedingHorizonPolicy:
 class WMPlanner(Planner):
     """A planner around a world model: frames -> `LatentState` (no gradients), plan length `chunks` x H."""
 
-    def __init__(self, wm: Any, chunks: int = 1):
+    def __init__(self, wm: WorldModel, chunks: int = 1):
         self.wm = wm
         self.action_dim, self.frame_stride = int(wm.action_dim), int(wm.frame_stride)
         self.horizon = int(wm.horizon) * int(chunks)
-        cfg = getattr(getattr(wm, "model", None), "cfg", None)
-        self.context_frames = int(getattr(wm, "context_frames", getattr(cfg, "context_frames", 1)))
+        self.context_frames = int(wm.context_frames)
 
     def encode(self, frames: np.ndarray, proprio: np.ndarray | None) -> LatentState:
         with torch.no_grad():
@@ -222,21 +219,26 @@ def _bound(value: Any, default: float, dim: int, what: str) -> np.ndarray:
     return v
 
 
-def check_action_dim(policy_dim: int, env_dim: int, where: str) -> None:
-    if int(policy_dim) != int(env_dim):
-        raise ConfigError(f"the policy acts with {policy_dim}-d actions but {where} expects {env_dim}-d actions; "
-                          "use a world model (or BC model) trained on this embodiment")
+def check_action_dim(dim: int, expected: int, what: str, expected_by: str, error: type[Exception] = ConfigError
+                     ) -> None:
+    """Raise `error` naming both sides unless `what` (with `dim`-d actions) fits `expected_by` (`expected`-d)."""
+    if int(dim) != int(expected):
+        raise error(f"{what} has {int(dim)}-d actions but {expected_by} expects {int(expected)}-d actions; use a "
+                    "model trained on this embodiment")
 
 
-@contextlib.contextmanager
-def flow_steps(wm: Any, steps: int | None) -> Iterator[None]:
-    """Temporarily use `steps` flow-sampling steps (a FlexWorldModelAdapter's `steps`); None = unchanged."""
-    if steps is None or not hasattr(wm, "steps"):
-        yield
-        return
-    saved = wm.steps
-    wm.steps = int(steps)
-    try:
-        yield
-    finally:
-        wm.steps = saved
+def action_bounds(wm: WorldModel | None = None, action_space: Any = None, action_dim: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Action bounds, float32 (A,) each: the action space if given, else the world model's action range
+    (`wm.action_bounds()`), else [-1, 1] of `action_dim`. With `action_dim` the bounds must have that size."""
+    if action_space is not None:
+        low, high = np.asarray(action_space.low, np.float32), np.asarray(action_space.high, np.float32)
+    elif wm is not None:
+        low, high = (np.asarray(b, np.float32) for b in wm.action_bounds())
+    elif action_dim is not None:
+        low, high = -np.ones(action_dim, np.float32), np.ones(action_dim, np.float32)
+    else:
+        raise ConfigError("the policy needs action_space= (or a world model) to know its actions")
+    if action_dim is not None:
+        check_action_dim(action_dim, low.shape[0], "the policy", "the action space")
+    return low, high

@@ -12,13 +12,13 @@ proposals whose actions do not produce their frames).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from flexwm.config import field
-from flexwm.planning.base import Plan, WMPlanner, flow_steps, to_numpy
+from flexwm.models.interface import WorldModel
+from flexwm.planning.base import Plan, WMPlanner, to_numpy
 from flexwm.planning.objectives import Objective, ObjectiveConfig, rollout_and_score, rollout_noise
 
 
@@ -35,7 +35,7 @@ class BestOfNConfig:
 class BestOfNPlanner(WMPlanner):
     name = "best-of-n"
 
-    def __init__(self, wm: Any, cfg: BestOfNConfig, objective: Objective, low: np.ndarray, high: np.ndarray,
+    def __init__(self, wm: WorldModel, cfg: BestOfNConfig, objective: Objective, low: np.ndarray, high: np.ndarray,
                  paraphrases: list[str] | None = None):
         super().__init__(wm, chunks=1)
         self.cfg, self.objective = cfg, objective
@@ -51,10 +51,11 @@ class BestOfNPlanner(WMPlanner):
               generator: torch.Generator, executed: int) -> Plan:
         cfg, state = self.cfg, self.encode(frames, proprio)
         per_candidate = self.instructions(instruction)
-        with torch.no_grad(), flow_steps(self.wm, cfg.flow_steps):
+        with torch.no_grad():
             actions, video = [], []
             for instr in dict.fromkeys(per_candidate):  # one batched proposal per distinct instruction
-                a, v = self.wm.propose(state, instr or None, per_candidate.count(instr), generator=generator)
+                a, v = self.wm.propose(state, instr or None, per_candidate.count(instr), generator=generator,
+                                       steps=cfg.flow_steps)
                 actions.append(a[0])
                 video.append(v[0])
             order = [i for instr in dict.fromkeys(per_candidate) for i, x in enumerate(per_candidate) if x == instr]
@@ -65,7 +66,7 @@ class BestOfNPlanner(WMPlanner):
             if cfg.resimulate:
                 noise = rollout_noise(self.wm, state, self.horizon, generator) if cfg.common_noise else None
                 values, video = rollout_and_score(self.wm, state, actions, self.objective, instruction, generator,
-                                                  noise)
+                                                  noise, steps=cfg.flow_steps)
             else:
                 values = self.objective(state.repeat(cfg.n), video, instruction)
         best = int(torch.nan_to_num(values.float(), nan=-float("inf")).argmax())

@@ -10,8 +10,8 @@ best sequence seen over all iterations and restarts.
 
 `steer_noise=True` instead optimises the initial noise of the WAM sampler (frames and actions generated
 jointly, as in `wam`), scoring the generated frames: the actions stay those the model would generate, just
-for a better draw. The noise is kept on the sphere of radius sqrt(dim) after every step. Needs a
-FlexWorldModelAdapter.
+for a better draw. The noise is kept on the sphere of radius sqrt(dim) after every step. Needs a world model
+with the "noise" capability (`wm.propose(noise=...)`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import torch
 from torch import Tensor
 
 from flexwm.config import field
-from flexwm.planning.base import Plan, WMPlanner, flow_steps, to_numpy
+from flexwm.models.interface import LatentState, WorldModel, require
+from flexwm.planning.base import Plan, WMPlanner, to_numpy
 from flexwm.planning.objectives import Objective, ObjectiveConfig, rollout_and_score, rollout_noise
 from flexwm.planning.sampling import shift
-from flexwm.planning.wam import _flex_parts, propose_with_noise
 
 
 @dataclass
@@ -79,10 +79,10 @@ def adam_ascent(value_fn: Any, x0: Tensor, *, iterations: int, lr: float, projec
 class GradientPlanner(WMPlanner):
     name = "grad"
 
-    def __init__(self, wm: Any, cfg: GradConfig, objective: Objective, low: np.ndarray, high: np.ndarray):
+    def __init__(self, wm: WorldModel, cfg: GradConfig, objective: Objective, low: np.ndarray, high: np.ndarray):
         super().__init__(wm, cfg.chunks if not cfg.steer_noise else 1)
         if cfg.steer_noise:
-            _flex_parts(wm, "grad with steer_noise=True")
+            require(wm, "noise", "grad with steer_noise=True", "steer_noise=False")
         self.cfg, self.objective = cfg, objective
         self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
         self._previous: Tensor | None = None
@@ -93,12 +93,11 @@ class GradientPlanner(WMPlanner):
     def _plan(self, frames: np.ndarray, proprio: np.ndarray | None, instruction: str,
               generator: torch.Generator, executed: int) -> Plan:
         state = self.encode(frames, proprio)
-        with flow_steps(self.wm, self.cfg.flow_steps):
-            if self.cfg.steer_noise:
-                return self._steer(state, instruction, generator)
-            return self._actions(state, instruction, generator, executed)
+        if self.cfg.steer_noise:
+            return self._steer(state, instruction, generator)
+        return self._actions(state, instruction, generator, executed)
 
-    def _actions(self, state: Any, instruction: str, generator: torch.Generator, executed: int) -> Plan:
+    def _actions(self, state: LatentState, instruction: str, generator: torch.Generator, executed: int) -> Plan:
         cfg, R, T, A = self.cfg, self.cfg.restarts, self.horizon, self.action_dim
         like = state.context
         low, high = torch.as_tensor(self.low).to(like), torch.as_tensor(self.high).to(like)
@@ -106,7 +105,8 @@ class GradientPlanner(WMPlanner):
         u0 = (torch.rand(R, T, A, generator=generator).to(like) * 2 - 1)
         if cfg.init == "wam":
             with torch.no_grad():
-                proposals = self.wm.propose(state, instruction or None, R, generator=generator)[0][0]
+                proposals = self.wm.propose(state, instruction or None, R, generator=generator,
+                                            steps=cfg.flow_steps)[0][0]
             pad = proposals[:, -1:].expand(R, T - proposals.shape[1], A)  # chunks > 1: hold the last action
             u0 = ((torch.cat([proposals, pad], 1) - centre) / half).clamp(-1, 1)
         else:
@@ -115,7 +115,7 @@ class GradientPlanner(WMPlanner):
 
         def value_fn(u: Tensor) -> tuple[Tensor, Tensor]:
             return rollout_and_score(self.wm, state, centre + half * u, self.objective, instruction, generator,
-                                     noise)
+                                     noise, steps=cfg.flow_steps)
 
         out = adam_ascent(value_fn, u0, iterations=cfg.iterations, lr=cfg.lr, project=lambda u: u.clamp_(-1, 1))
         k = int(out["values"].argmax())
@@ -124,7 +124,7 @@ class GradientPlanner(WMPlanner):
         return Plan(actions=to_numpy(actions), latents=out["latents"][k].cpu(), score=float(out["values"][k]),
                     info={"value_curve": out["curve"], "grad_norm": out["grad_norm"], "restart": k})
 
-    def _steer(self, state: Any, instruction: str, generator: torch.Generator) -> Plan:
+    def _steer(self, state: LatentState, instruction: str, generator: torch.Generator) -> Plan:
         cfg, R, like = self.cfg, self.cfg.restarts, state.context
         F, lat = self.wm.horizon // self.wm.frame_stride, tuple(like.shape[2:])
         nv, na = F * int(np.prod(lat)), self.horizon * self.action_dim
@@ -132,8 +132,9 @@ class GradientPlanner(WMPlanner):
         radius = float(np.sqrt(nv + na))
 
         def value_fn(z: Tensor) -> tuple[Tensor, Tensor]:
-            noise = {"video": z[:, :nv].reshape(R, F, *lat), "actions": z[:, nv:].reshape(R, self.horizon, -1)}
-            actions, video = propose_with_noise(self.wm, state, instruction or None, noise)
+            noise = {"video": z[:, :nv].reshape(1, R, F, *lat), "actions": z[:, nv:].reshape(1, R, self.horizon, -1)}
+            actions, video = self.wm.propose(state, instruction or None, R, noise=noise, steps=cfg.flow_steps)
+            actions, video = actions[0], video[0]
             return self.objective(state.repeat(R), video, instruction), torch.cat(
                 [video.flatten(1), actions.flatten(1)], 1)
 

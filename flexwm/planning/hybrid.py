@@ -20,7 +20,8 @@ from torch import Tensor
 
 from flexwm.config import field
 from flexwm.errors import ConfigError
-from flexwm.planning.base import Plan, WMPlanner, flow_steps, to_numpy
+from flexwm.models.interface import WorldModel
+from flexwm.planning.base import Plan, WMPlanner, to_numpy
 from flexwm.planning.gradient import adam_ascent
 from flexwm.planning.objectives import Objective, ObjectiveConfig, rollout_and_score, rollout_noise
 from flexwm.planning.sampling import cem_update, optimise_sampling
@@ -51,7 +52,7 @@ class HybridConfig:
 class HybridPlanner(WMPlanner):
     name = "hybrid"
 
-    def __init__(self, wm: Any, cfg: HybridConfig, objective: Objective, low: np.ndarray, high: np.ndarray):
+    def __init__(self, wm: WorldModel, cfg: HybridConfig, objective: Objective, low: np.ndarray, high: np.ndarray):
         super().__init__(wm, chunks=1)
         self.cfg, self.objective = cfg, objective
         self.low, self.high = np.asarray(low, np.float32), np.asarray(high, np.float32)
@@ -62,22 +63,23 @@ class HybridPlanner(WMPlanner):
         like = state.context
         low, high = torch.as_tensor(self.low).to(like), torch.as_tensor(self.high).to(like)
         half = (high - low) / 2
-        with flow_steps(self.wm, cfg.flow_steps):
-            noise = rollout_noise(self.wm, state, self.horizon, generator)
+        noise = rollout_noise(self.wm, state, self.horizon, generator)
 
-            def evaluate(actions: Tensor) -> tuple[Tensor, Tensor]:
-                return rollout_and_score(self.wm, state, actions, self.objective, instruction, generator, noise)
+        def evaluate(actions: Tensor) -> tuple[Tensor, Tensor]:
+            return rollout_and_score(self.wm, state, actions, self.objective, instruction, generator, noise,
+                                     steps=cfg.flow_steps)
 
-            with torch.no_grad():
-                proposals = self.wm.propose(state, instruction or None, cfg.proposals, generator=generator)[0][0]
-                proposals = proposals.clamp(low, high)
-                values, latents = evaluate(proposals)
-            values = torch.nan_to_num(values.float(), nan=-float("inf"))
-            order = values.argsort(descending=True)
-            b = int(order[0])
-            best = {"actions": proposals[b], "value": float(values[b]), "latents": latents[b], "source": "proposal"}
-            top = proposals[order[: cfg.top_k]]
-            refined = self._refine(evaluate, top, low, high, half, generator)
+        with torch.no_grad():
+            proposals = self.wm.propose(state, instruction or None, cfg.proposals, generator=generator,
+                                        steps=cfg.flow_steps)[0][0]
+            proposals = proposals.clamp(low, high)
+            values, latents = evaluate(proposals)
+        values = torch.nan_to_num(values.float(), nan=-float("inf"))
+        order = values.argsort(descending=True)
+        b = int(order[0])
+        best = {"actions": proposals[b], "value": float(values[b]), "latents": latents[b], "source": "proposal"}
+        top = proposals[order[: cfg.top_k]]
+        refined = self._refine(evaluate, top, low, high, half, generator)
         if refined is not None and refined["value"] > best["value"]:
             best = {**refined, "source": f"refined ({cfg.refine})"}
         return Plan(actions=to_numpy(best["actions"]), latents=best["latents"].detach().cpu(), score=best["value"],

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from flexwm.config import field
 from flexwm.errors import ConfigError
-from flexwm.models.interface import LatentState
+from flexwm.models.interface import LatentState, WorldModel
 
 
 @dataclass
@@ -38,7 +38,8 @@ class Objective(Protocol):
 
 
 class SuccessObjective:
-    def __init__(self, wm: Any, success_weight: float = 1.0, progress_weight: float = 1.0, frames: str = "final"):
+    def __init__(self, wm: WorldModel, success_weight: float = 1.0, progress_weight: float = 1.0,
+                 frames: str = "final"):
         self.wm, self.success_weight, self.progress_weight, self.frames = wm, success_weight, progress_weight, frames
         self.window = max(1, wm.horizon // wm.frame_stride)  # F: latents the score head sees at once
 
@@ -59,26 +60,13 @@ class SuccessObjective:
         return torch.stack(values).mean(0)
 
 
-def model_image_size(wm: Any) -> tuple[int, int] | None:
-    """The frame size (H, W) the world model was built for, if it can tell (tokenizer downsample x latent size)."""
-    size = getattr(wm, "image_size", None)
-    if size is not None:
-        return int(size[0]), int(size[1])
-    tok_cfg, model = getattr(getattr(wm, "tokenizer", None), "config", None), getattr(wm, "model", None)
-    down, cfg = getattr(tok_cfg, "downsample", None), getattr(model, "cfg", None)
-    if down is None or cfg is None:
-        return None
-    _, h, w = cfg.latent_shape
-    return int(h * down), int(w * down)
-
-
 class GoalObjective:
-    def __init__(self, wm: Any, goal_image: Any, frames: str = "final"):
+    def __init__(self, wm: WorldModel, goal_image: Any, frames: str = "final"):
         img = np.asarray(goal_image)
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
             raise ConfigError(f"the goal image must be uint8 (H, W, 3), got {img.dtype} {img.shape}")
-        expected = model_image_size(wm)
-        if expected is not None and img.shape[:2] != expected:
+        expected = wm.image_size
+        if expected is not None and tuple(img.shape[:2]) != tuple(expected):
             raise ConfigError(f"the goal image is {img.shape[0]}x{img.shape[1]} but the world model sees "
                               f"{expected[0]}x{expected[1]} frames; render or resize the goal at the camera's size")
         with torch.no_grad():
@@ -94,7 +82,7 @@ class GoalObjective:
         return -(d[:, -1] if self.frames == "final" else d.mean(1))
 
 
-def make_objective(cfg: ObjectiveConfig, wm: Any, goal_image: Any = None) -> Objective:
+def make_objective(cfg: ObjectiveConfig, wm: WorldModel, goal_image: Any = None) -> Objective:
     if cfg.kind == "goal":
         if goal_image is None:
             raise ConfigError("objective kind 'goal' needs a goal image: pass goal_image= (uint8 H x W x 3)")
@@ -102,7 +90,7 @@ def make_objective(cfg: ObjectiveConfig, wm: Any, goal_image: Any = None) -> Obj
     return SuccessObjective(wm, cfg.success_weight, cfg.progress_weight, cfg.frames)
 
 
-def rollout_noise(wm: Any, state: LatentState, n_actions: int, generator: torch.Generator) -> Tensor:
+def rollout_noise(wm: WorldModel, state: LatentState, n_actions: int, generator: torch.Generator) -> Tensor:
     """Initial flow noise (1, n_chunks, F, c, h, w) for `wm.rollout`, shared by candidates (common random
     numbers: candidates are compared under the same model randomness, so ranking them is less noisy)."""
     H, F = wm.horizon, max(1, wm.horizon // wm.frame_stride)
@@ -111,15 +99,17 @@ def rollout_noise(wm: Any, state: LatentState, n_actions: int, generator: torch.
     return noise.to(state.context)
 
 
-def rollout_and_score(wm: Any, state: LatentState, actions: Tensor, objective: Objective, instruction: str | None,
-                      generator: torch.Generator, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def rollout_and_score(wm: WorldModel, state: LatentState, actions: Tensor, objective: Objective,
+                      instruction: str | None, generator: torch.Generator, noise: Tensor | None = None, *,
+                      steps: int | None = None) -> tuple[Tensor, Tensor]:
     """Imagine N action sequences (N, T, A) from a single state (AC mode) -> (values (N,), latents (N, F', ...)).
 
     `noise` (1 or N, n_chunks, F, c, h, w) fixes the model's initial flow noise; None draws it per candidate.
+    `steps`: flow-sampling steps of the rollout (None: the model's default).
     """
     N = actions.shape[0]
     rep = state.repeat(N) if state.batch_size == 1 else state
     if noise is not None and noise.shape[0] == 1:
         noise = noise.expand(N, *noise.shape[1:])
-    latents = wm.rollout(rep, actions, generator=generator, noise=noise)
+    latents = wm.rollout(rep, actions, generator=generator, noise=noise, steps=steps)
     return objective(rep, latents, instruction), latents

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from flexwm.config import field
 from flexwm.errors import ConfigError
-from flexwm.planning.base import Plan, WMPlanner, flow_steps, to_numpy
+from flexwm.models.interface import WorldModel
+from flexwm.planning.base import Plan, WMPlanner, to_numpy
 from flexwm.planning.objectives import Objective, ObjectiveConfig, rollout_and_score, rollout_noise
 
 Evaluate = Callable[[Tensor], tuple[Tensor, Tensor]]  # actions (N, T, A) -> values (N,), latents (N, F', ...)
@@ -125,7 +126,7 @@ def shift(previous: Tensor | None, executed: int, horizon: int, fill: Tensor) ->
 class SamplingPlanner(WMPlanner):
     """`cem` or `mppi` over action sequences of `chunks` x H actions."""
 
-    def __init__(self, wm: Any, cfg: CEMConfig | MPPIConfig, objective: Objective, low: np.ndarray,
+    def __init__(self, wm: WorldModel, cfg: CEMConfig | MPPIConfig, objective: Objective, low: np.ndarray,
                  high: np.ndarray, method: str):
         super().__init__(wm, cfg.chunks)
         if method not in ("cem", "mppi"):
@@ -154,11 +155,12 @@ class SamplingPlanner(WMPlanner):
             def update(e: Tensor, v: Tensor, m: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
                 return mppi_update(e, v, m, s, temperature=cfg.temperature, min_std=cfg.min_std * half,
                                    max_std=cfg.max_std * half)
-        with torch.no_grad(), flow_steps(self.wm, cfg.flow_steps):
+        with torch.no_grad():
             noise = rollout_noise(self.wm, state, self.horizon, generator) if cfg.common_noise else None
 
             def evaluate(actions: Tensor) -> tuple[Tensor, Tensor]:
-                return rollout_and_score(self.wm, state, actions, self.objective, instruction, generator, noise)
+                return rollout_and_score(self.wm, state, actions, self.objective, instruction, generator, noise,
+                                         steps=cfg.flow_steps)
 
             out = optimise_sampling(evaluate, mean, std, low, high, population=cfg.population,
                                     iterations=cfg.iterations, elites=cfg.elites, update=update,

@@ -1,6 +1,7 @@
 """The noise-steered WAM (`wam-steered`): the WAM mode with its initial action noise drawn from a learned
 noise policy, mu(context latents) + std * N(0, I), instead of N(0, I). With mu = 0 and std = 1 it is exactly
-the WAM. The noise policy is trained by RL (`flexwm steer-wam`, `flexwm.rl.noise_rl`).
+the WAM. The noise policy is trained by RL (`flexwm steer-wam`, `flexwm.rl.noise_rl`). Any world model with the
+"noise" capability (`wm.propose(noise=...)`) can be steered.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from flexwm.errors import ConfigError
-from flexwm.models.interface import LatentState
+from flexwm.models.interface import LatentState, WorldModel, require
 from flexwm.planning.base import Plan, RecedingHorizonPolicy, WMPlanner, to_numpy
-from flexwm.planning.wam import _flex_parts, propose_with_noise
 
 __all__ = ["NoisePolicy", "SteeredWAMPlanner", "make_noise_policy", "steered_actions", "steered_wam_policy"]
 
@@ -60,7 +60,7 @@ class NoisePolicy(nn.Module):
         return pol.eval()
 
 
-def steered_actions(wm: Any, context: Tensor, instruction: str | None, noise_actions: Tensor,
+def steered_actions(wm: WorldModel, context: Tensor, instruction: str | None, noise_actions: Tensor,
                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """WAM (actions (N, H, A) native, imagined latents (N, F, c, h, w)) from context latents (N, C, c, h, w) and
     initial action noise (N, H, A); the video noise is drawn from `generator`."""
@@ -68,7 +68,9 @@ def steered_actions(wm: Any, context: Tensor, instruction: str | None, noise_act
     video = torch.randn((context.shape[0], F, *context.shape[2:]), generator=generator).to(context)
     state = LatentState(context=context, proprio=None, embodiment=wm.embodiment)
     with torch.no_grad():
-        return propose_with_noise(wm, state, instruction, {"video": video, "actions": noise_actions.to(context)})
+        actions, latents = wm.propose(state, instruction, 1,
+                                      noise={"video": video[:, None], "actions": noise_actions.to(context)[:, None]})
+    return actions[:, 0], latents[:, 0]
 
 
 class SteeredWAMPlanner(WMPlanner):
@@ -77,9 +79,9 @@ class SteeredWAMPlanner(WMPlanner):
 
     name = "wam-steered"
 
-    def __init__(self, wm: Any, policy: NoisePolicy, std: float = 1.0, record: bool = False):
+    def __init__(self, wm: WorldModel, policy: NoisePolicy, std: float = 1.0, record: bool = False):
         super().__init__(wm, chunks=1)
-        _flex_parts(wm, "steering the WAM noise")
+        require(wm, "noise", "steering the WAM noise", "another policy")
         self.policy, self.std, self.record = policy, float(std), record
         self.records: list[tuple[Tensor, Tensor]] = []
 
@@ -94,7 +96,7 @@ class SteeredWAMPlanner(WMPlanner):
         return Plan(actions=to_numpy(actions[0]), latents=video[0].cpu(), info={"noise_norm": float(z.norm())})
 
 
-def steered_wam_policy(wm: Any, policy: NoisePolicy, std: float = 1.0, *, execute: int | None = None,
+def steered_wam_policy(wm: WorldModel, policy: NoisePolicy, std: float = 1.0, *, execute: int | None = None,
                        record: bool = False, action_low: Any = None, action_high: Any = None
                        ) -> RecedingHorizonPolicy:
     """A policy for `evaluate_policy` and the simulator loop: the noise-steered WAM, receding horizon (actions
@@ -103,7 +105,6 @@ def steered_wam_policy(wm: Any, policy: NoisePolicy, std: float = 1.0, *, execut
                                  action_low=action_low, action_high=action_high, name="wam-steered")
 
 
-def make_noise_policy(wm: Any, hidden: int = 256) -> NoisePolicy:
-    model = _flex_parts(wm, "steering the WAM noise")[0]
-    C = int(model.cfg.context_frames)
-    return NoisePolicy((C, *model.cfg.latent_shape), int(wm.horizon), int(wm.action_dim), hidden)
+def make_noise_policy(wm: WorldModel, hidden: int = 256) -> NoisePolicy:
+    require(wm, "noise", "steering the WAM noise", "another policy")
+    return NoisePolicy((int(wm.context_frames), *wm.latent_shape), int(wm.horizon), int(wm.action_dim), hidden)

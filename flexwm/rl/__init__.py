@@ -5,7 +5,7 @@ frames and imagine every later one with the action-conditioned mode; `flexwm.rl.
 vector env to stable-baselines3. `Imagination` is the batched core they share with policy evaluation.
 """
 
-from flexwm.rl.imagination import Imagination, expected_image_size
+from flexwm.rl.imagination import Imagination
 from flexwm.rl.world_model_env import (
     DatasetStarts,
     FrameStarts,
@@ -15,5 +15,5 @@ from flexwm.rl.world_model_env import (
     WorldModelVecEnv,
 )
 
-__all__ = ["Imagination", "expected_image_size", "WorldModelEnv", "WorldModelVecEnv", "WorldModelEnvConfig",
+__all__ = ["Imagination", "WorldModelEnv", "WorldModelVecEnv", "WorldModelEnvConfig",
            "DatasetStarts", "SimulatorStarts", "FrameStarts"]

@@ -25,19 +25,7 @@ from torch import Tensor
 
 from flexwm.errors import EnvError
 from flexwm.models.interface import LatentState, WorldModel
-
-
-def expected_image_size(wm: WorldModel) -> tuple[int, int] | None:
-    """(H, W) of the frames the world model encodes, or None when the model does not tell."""
-    size = getattr(wm, "image_size", None)
-    if size is not None:
-        return (int(size[0]), int(size[1]))
-    model, tok = getattr(wm, "model", None), getattr(wm, "tokenizer", None)
-    down = getattr(getattr(tok, "config", None), "downsample", None)
-    if model is None or down is None:
-        return None
-    _, h, w = model.cfg.latent_shape
-    return (h * down, w * down)
+from flexwm.planning.base import check_action_dim
 
 
 def check_frames(wm: WorldModel, frames: Any, what: str = "start frames") -> np.ndarray:
@@ -46,17 +34,27 @@ def check_frames(wm: WorldModel, frames: Any, what: str = "start frames") -> np.
     if arr.dtype != np.uint8 or arr.ndim < 3 or arr.shape[-1] != 3:
         raise EnvError(f"{what} must be uint8 RGB images (..., H, W, 3), got dtype {arr.dtype} and shape "
                        f"{arr.shape}")
-    want = expected_image_size(wm)
+    want = wm.image_size
     if want is not None and tuple(arr.shape[-3:-1]) != want:
         raise EnvError(f"{what} are {arr.shape[-3]}x{arr.shape[-2]} but the world model expects {want[0]}x"
                        f"{want[1]} frames (H x W); resize them or collect the data at image_size={want}")
     return arr
 
 
-def check_action_dim(wm: WorldModel, dim: int, what: str) -> None:
-    if int(dim) != int(wm.action_dim):
-        raise EnvError(f"{what} has {dim}-d actions but the world model (embodiment {wm.embodiment!r}) expects "
-                       f"{wm.action_dim}-d actions; use a model trained on this embodiment")
+def the_model(wm: WorldModel) -> str:
+    """How errors name the world model."""
+    return f"the world model (embodiment {wm.embodiment!r})"
+
+
+def check_env(wm: WorldModel, env: Any) -> None:
+    """EnvError unless the simulator `env` (a RobotEnv) acts with the world model's action dim and renders
+    frames of the size the model encodes."""
+    where = f"simulator {env.embodiment}/{env.task}"
+    check_action_dim(env.action_space.shape[0], wm.action_dim, where, the_model(wm), EnvError)
+    want = wm.image_size
+    if want is not None and tuple(env.image_size) != tuple(want):
+        raise EnvError(f"{where} renders {tuple(env.image_size)} frames but the world model expects {tuple(want)}; "
+                       f"make the env with image_size={tuple(want)}")
 
 
 class Imagination:

@@ -38,6 +38,7 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
+from flexwm.models.interface import WorldModel
 
 
 @dataclass
@@ -65,7 +66,7 @@ class ImproveConfig:
         validate(self)
 
 
-def _check_bc(bc: Any, wm: Any | None) -> None:
+def _check_bc(bc: Any, wm: WorldModel | None) -> None:
     if bc.cfg.proprio_dim:
         raise ConfigError("the BC policy was trained with proprioception, which imagined states do not have; "
                           "train it with flexwm train-bc --no-proprio (train_bc(..., use_proprio=False))")
@@ -126,7 +127,7 @@ def _to_native(bc: Any, u: torch.Tensor) -> np.ndarray:
 
 
 def rollouts(bc: Any, text: torch.Tensor, starts: list[Any], samples: int, cfg: ImproveConfig, execute: int,
-             gen: torch.Generator, *, wm: Any = None, env: Any = None, seeds: list[int] | None = None
+             gen: torch.Generator, *, wm: WorldModel | None = None, env: Any = None, seeds: list[int] | None = None
              ) -> dict[str, Any]:
     """`samples` noisy rollouts from each start observation: imagined and batched when `wm` is given, else
     real, one after the other in `env` (reset to `seeds[k]` for start k). Returns the frames (D, H, W, 3)
@@ -189,7 +190,7 @@ def rollouts(bc: Any, text: torch.Tensor, starts: list[Any], samples: int, cfg: 
 
 
 def branch_rollouts(bc: Any, text: torch.Tensor, frames: np.ndarray, samples: int, cfg: ImproveConfig, execute: int,
-                    gen: torch.Generator, wm: Any, instruction: str | None) -> dict[str, Any]:
+                    gen: torch.Generator, wm: WorldModel, instruction: str | None) -> dict[str, Any]:
     """Short imagined branches from real frames (S, H, W, 3): `samples` noisy first decisions per frame, then
     `cfg.branch - 1` decisions of the policy's mean on the imagined frames. Only the first decision, taken on the
     real frame, is returned for training, so the policy is never fitted to imagined images; its return is the
@@ -228,9 +229,10 @@ def dataset_start_frames(dataset: Any, episodes: list[int], n: int, rng: np.rand
     return np.stack(out)
 
 
-def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Any = None, env_name: str = "metaworld",
-               env: Any = None, instruction: str | None = None, text_encoder: Any = None, progress: bool = False,
-               dataset: Any = None, episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
+def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: WorldModel | None = None,
+               env_name: str = "metaworld", env: Any = None, instruction: str | None = None,
+               text_encoder: Any = None, progress: bool = False, dataset: Any = None,
+               episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `bc` on `task` by RL in the world model `wm` (or in the real simulator when `wm`
     is None). The simulator (`env`, else make_env(env_name, task)) gives the start states, and the rollouts
     when `wm` is None. With `cfg.start == "dataset"` the imagined rollouts are short branches from real frames

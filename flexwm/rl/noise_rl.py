@@ -5,7 +5,7 @@ The world-action model turns an instruction and initial noise into actions. Its 
 producing actions it knows how to produce, only from better draws:
 
     noise_actions = mu(context latents) + std * N(0, I)      (the video noise stays N(0, I))
-    actions       = WAM(context, instruction, noise)          (flow sampler, `propose_with_noise`)
+    actions       = WAM(context, instruction, noise)          (`wm.propose(..., noise=...)`)
 
 With mu = 0 and std = 1 this is exactly the WAM (the policy's last layer starts at zero). Training is the
 same positive-advantage weighted regression with group-relative baselines as `flexwm.rl.improve`:
@@ -35,7 +35,8 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
-from flexwm.planning.base import to_numpy
+from flexwm.models.interface import WorldModel
+from flexwm.planning.base import check_action_dim, to_numpy
 from flexwm.planning.steered import NoisePolicy, make_noise_policy, steered_actions, steered_wam_policy
 from flexwm.rl.improve import advantage_weights, iteration_row, weighted_regression
 
@@ -60,7 +61,7 @@ class NoiseRLConfig:
         validate(self)
 
 
-def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseRLConfig, execute: int,
+def _imagined_rollouts(wm: WorldModel, pol: NoisePolicy, starts: list[Any], cfg: NoiseRLConfig, execute: int,
                        gen: torch.Generator) -> dict[str, Any]:
     from flexwm.rl.imagination import Imagination
 
@@ -92,7 +93,7 @@ def _imagined_rollouts(wm: Any, pol: NoisePolicy, starts: list[Any], cfg: NoiseR
     return {"context": torch.cat(ctxs), "noise": torch.cat(zs), "owner": np.concatenate(owner), "returns": ret}
 
 
-def _real_rollouts(wm: Any, pol: NoisePolicy, env: Any, seeds: list[int], cfg: NoiseRLConfig, execute: int,
+def _real_rollouts(wm: WorldModel, pol: NoisePolicy, env: Any, seeds: list[int], cfg: NoiseRLConfig, execute: int,
                    gen: torch.Generator) -> dict[str, Any]:
     ctxs, zs, owner, ret = [], [], [], np.zeros(len(seeds) * cfg.samples)
     policy = steered_wam_policy(wm, pol, cfg.std, execute=execute, record=True)
@@ -114,7 +115,7 @@ def _real_rollouts(wm: Any, pol: NoisePolicy, env: Any, seeds: list[int], cfg: N
     return {"context": torch.stack(ctxs), "noise": torch.stack(zs), "owner": np.asarray(owner), "returns": ret}
 
 
-def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
+def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
               env_name: str = "metaworld", env: Any = None, policy: NoisePolicy | None = None,
               progress: bool = False) -> tuple[NoisePolicy, dict[str, Any]]:
     """Learn a noise policy for the WAM of `wm` on `task`, in imagination (`imagine=True`) or in the real
@@ -122,7 +123,6 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
     import copy
 
     from flexwm.envs import make_env
-    from flexwm.rl.imagination import expected_image_size
 
     cfg = cfg or NoiseRLConfig()
     pol = copy.deepcopy(policy) if policy is not None else make_noise_policy(wm, cfg.hidden)
@@ -133,10 +133,8 @@ def steer_wam(wm: Any, task: str, cfg: NoiseRLConfig | None = None, *, imagine: 
     gen = torch.Generator().manual_seed(cfg.seed)
     own_env = env is None
     if own_env:
-        env = make_env(env_name, task, image_size=expected_image_size(wm) or (64, 64), max_episode_steps=cfg.max_steps)
-    if int(env.action_space.shape[0]) != int(wm.action_dim):
-        raise ConfigError(f"{env_name}/{task} has {env.action_space.shape[0]}-d actions but the world model "
-                          f"{wm.action_dim}-d ones; use a model trained on this embodiment")
+        env = make_env(env_name, task, image_size=wm.image_size or (64, 64), max_episode_steps=cfg.max_steps)
+    check_action_dim(env.action_space.shape[0], wm.action_dim, f"{env_name}/{task}", "the world model")
     log: list[dict[str, Any]] = []
     try:
         for it in range(cfg.iterations):

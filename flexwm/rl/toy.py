@@ -15,6 +15,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from flexwm.envs.base import Observation, RobotEnv, ScriptedPolicy, StepResult
+from flexwm.errors import ConfigError
 from flexwm.models.interface import LatentState
 
 
@@ -72,12 +73,20 @@ class LineEnv(RobotEnv):
 
 
 class LineWorldModel:
-    """The exact world model of `LineEnv` (same gain and goal)."""
+    """The exact world model of `LineEnv` (same gain and goal); no video mode, no noise to steer."""
+
+    context_frames, latent_shape, capabilities = 1, (1, 1, 1), frozenset()
 
     def __init__(self, gain: float = 0.05, goal: float = 0.5, *, action_dim: int = 4, horizon: int = 4,
                  frame_stride: int = 2, image_size: tuple[int, int] = (64, 64), sharpness: float = 50.0):
         self.embodiment, self.action_dim, self.horizon, self.frame_stride = "line", action_dim, horizon, frame_stride
         self.gain, self.goal, self.image_size, self.sharpness = gain, goal, tuple(image_size), sharpness
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return -np.ones(self.action_dim, np.float32), np.ones(self.action_dim, np.float32)
+
+    def knows_instruction(self, instruction: str) -> bool | None:
+        return None
 
     def encode(self, frames, proprio=None) -> LatentState:
         f = torch.as_tensor(np.asarray(frames))
@@ -85,7 +94,7 @@ class LineWorldModel:
         x = (f.double().mean(dim=(1, 2, 3)) - 127.0) / 100.0
         return LatentState(context=x.reshape(-1, 1, 1, 1, 1), proprio=None, embodiment=self.embodiment)
 
-    def rollout(self, state: LatentState, actions: Tensor, *, generator=None, noise=None) -> Tensor:
+    def rollout(self, state: LatentState, actions: Tensor, *, generator=None, noise=None, steps=None) -> Tensor:
         moves = self.gain * (actions[..., 0].double().clamp(-1, 1) + 1.0)  # (B, T)
         x = state.context[:, -1, 0, 0, 0, None] + moves.cumsum(1)
         return x[:, self.frame_stride - 1:: self.frame_stride, None, None, None]
@@ -98,15 +107,22 @@ class LineWorldModel:
         grey = torch.from_numpy(_grey(latents[..., 0, 0, 0].cpu().numpy()))
         return grey[..., None, None, None].expand(*grey.shape, *self.image_size, 3).contiguous()
 
-    def propose(self, state: LatentState, instruction, n: int, *, generator=None) -> tuple[Tensor, Tensor]:
+    def propose(self, state: LatentState, instruction, n: int, *, generator=None, noise=None,
+                steps=None) -> tuple[Tensor, Tensor]:
         """The expert's chunk (full speed right) and where it leads."""
+        if noise is not None:
+            raise ConfigError("LineWorldModel proposes the expert's chunk; it takes no noise")
         B = state.batch_size
         actions = torch.zeros(B * n, self.horizon, self.action_dim, dtype=torch.float64)
         actions[..., 0] = 1.0
         video = self.rollout(state.repeat(n), actions)
         return actions.reshape(B, n, self.horizon, -1), video.reshape(B, n, *video.shape[1:])
 
-    def inverse(self, state: LatentState, future: Tensor, *, generator=None) -> Tensor:
-        steps = torch.diff(torch.cat([state.context[:, -1:], future], 1)[:, :, 0, 0, 0], dim=1)  # (B, F)
-        a0 = (steps / (self.gain * self.frame_stride) - 1.0).repeat_interleave(self.frame_stride, 1)
+    def sample_video(self, state: LatentState, instruction, n: int, *, generator=None, noise=None,
+                     steps=None) -> Tensor:
+        raise ConfigError("LineWorldModel has no video mode; use propose")
+
+    def inverse(self, state: LatentState, future: Tensor, *, generator=None, steps=None) -> Tensor:
+        dx = torch.diff(torch.cat([state.context[:, -1:], future], 1)[:, :, 0, 0, 0], dim=1)  # (B, F)
+        a0 = (dx / (self.gain * self.frame_stride) - 1.0).repeat_interleave(self.frame_stride, 1)
         return torch.nn.functional.pad(a0[..., None], (0, self.action_dim - 1))

@@ -46,7 +46,8 @@ from flexwm.config import field, validate
 from flexwm.envs.base import RobotEnv
 from flexwm.errors import EnvError
 from flexwm.models.interface import WorldModel
-from flexwm.rl.imagination import Imagination, check_action_dim, check_frames, expected_image_size
+from flexwm.planning.base import action_bounds, check_action_dim
+from flexwm.rl.imagination import Imagination, check_env, check_frames, the_model
 
 REWARDS = ("success_delta", "success", "progress", "progress_delta", "sparse")
 
@@ -81,11 +82,11 @@ class DatasetStarts:
     """First frames of a FlexDataset's episodes (optionally only `episodes`); options {"episode": i}."""
 
     def __init__(self, dataset: Any, wm: WorldModel, episodes: list[int] | None = None):
-        want = expected_image_size(wm)
+        want = wm.image_size
         if want is not None and tuple(dataset.image_size) != want:
             raise EnvError(f"dataset {dataset.root} has {dataset.image_size[0]}x{dataset.image_size[1]} frames but "
                            f"the world model expects {want[0]}x{want[1]}; use a dataset collected at image_size={want}")
-        check_action_dim(wm, dataset.action_dim, f"dataset {dataset.root}")
+        check_action_dim(dataset.action_dim, wm.action_dim, f"dataset {dataset.root}", the_model(wm), EnvError)
         self.dataset, self.episodes = dataset, list(range(len(dataset)) if episodes is None else episodes)
         if not self.episodes:
             raise EnvError(f"dataset {dataset.root} has no episodes to start from")
@@ -102,11 +103,7 @@ class SimulatorStarts:
     """Live resets of a RobotEnv; the simulator seed is drawn from the env's rng (or options {"sim_seed": s})."""
 
     def __init__(self, env: RobotEnv, wm: WorldModel):
-        check_action_dim(wm, env.action_space.shape[0], f"simulator {env.embodiment}/{env.task}")
-        want = expected_image_size(wm)
-        if want is not None and tuple(env.image_size) != want:
-            raise EnvError(f"simulator {env.embodiment}/{env.task} renders {env.image_size} frames but the world "
-                           f"model expects {want}; make the env with image_size={want}")
+        check_env(wm, env)
         self.env = env
 
     def sample(self, rng: np.random.Generator, options: dict[str, Any]) -> tuple[np.ndarray, str | None]:
@@ -165,13 +162,9 @@ class _Rows:
 
     def _bounds(self, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
         A = int(self.wm.action_dim)
-        if low is None and isinstance(self.start, SimulatorStarts):
-            low, high = self.start.env.action_space.low, self.start.env.action_space.high
-        if low is None:  # the model's own normalisation range, else [-1, 1]
-            ad = getattr(getattr(self.wm, "model", None), "adapter", None)
-            ad = ad(self.wm.embodiment) if ad is not None else None
-            low, high = ((ad.action_low.cpu().numpy(), ad.action_high.cpu().numpy()) if ad is not None
-                         else (-np.ones(A), np.ones(A)))
+        if low is None:  # the simulator's action space, else the model's own action range
+            space = self.start.env.action_space if isinstance(self.start, SimulatorStarts) else None
+            low, high = action_bounds(self.wm, space)
         low, high = np.asarray(low, np.float64).reshape(-1), np.asarray(high, np.float64).reshape(-1)
         if low.shape != (A,) or high.shape != (A,) or not np.all(high > low):
             raise EnvError(f"action bounds must be {A} values each with high > low, got low {low} high {high}")
@@ -179,17 +172,11 @@ class _Rows:
 
     def _obs_space(self) -> spaces.Space:
         if self.cfg.obs_mode == "image":
-            size = expected_image_size(self.wm)
+            size = self.wm.image_size
             if size is None:
                 raise EnvError("obs_mode='image' needs a world model that reports its image size; use 'latent'")
             return spaces.Box(0, 255, (*size, 3), np.uint8)
-        mcfg = getattr(getattr(self.wm, "model", None), "cfg", None)
-        if mcfg is not None:
-            shape = (mcfg.context_frames, *mcfg.latent_shape)
-        elif expected_image_size(self.wm) is not None:
-            shape = self.wm.encode(np.zeros((1, *expected_image_size(self.wm), 3), np.uint8)).context.shape[1:]
-        else:
-            raise EnvError("cannot tell the latent shape of this world model: give it `image_size` or `model.cfg`")
+        shape = (self.wm.context_frames, *self.wm.latent_shape)
         return spaces.Box(-np.inf, np.inf, tuple(int(s) for s in shape), np.float32)
 
     # -- reset / step ------------------------------------------------------------------------------------

@@ -39,8 +39,6 @@ from flexwm.models import world_model as wm_mod
 from flexwm.runs import find_latest
 from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 
-OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2}
-
 
 @dataclass
 class RunConfig:
@@ -262,7 +260,7 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
             first = np.flatnonzero(c["success"])
             progress[r] = min(1.0, (end + 1) / (first[0] + 1)) if len(first) else 0.0
             ep = prep.datasets[d].episodes[i]
-            outcome.append(OUTCOME_CODE[ep["outcome"]])
+            outcome.append(flow.OUTCOME_CODES[ep["outcome"]])
             cands = prep.text_rows[d][i]
             if cands:
                 use_para = len(cands) > 1 and rng.random() < cfg.paraphrase_prob

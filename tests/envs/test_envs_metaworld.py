@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("metaworld")
 
-from flexwm.envs import make_env, make_policy, run_episode  # noqa: E402
+from flexwm.envs import make_env, make_scripted_policy, run_episode  # noqa: E402
 from flexwm.envs.metaworld import MetaWorldEnv  # noqa: E402
 from flexwm.errors import EnvError  # noqa: E402
 
@@ -142,7 +142,7 @@ def test_scripted_expert_succeeds(task):
     env = MetaWorldEnv(task, max_episode_steps=150, terminate_on_success=True)
     try:
         for seed in (0, 1):
-            ep = run_episode(env, make_policy("expert", env), seed=seed)
+            ep = run_episode(env, make_scripted_policy("expert", env), seed=seed)
             assert ep.meta.outcome == "success", (task, seed)
             assert ep.success[-1] and ep.length < 150  # terminate_on_success ends the episode there
             assert ep.meta.instruction == env.instruction and ep.meta.source == "expert"
@@ -153,7 +153,8 @@ def test_scripted_expert_succeeds(task):
 def test_noisy_expert_failures_are_recorded_and_deterministic():
     env = make_env("metaworld", "door-open-v3", max_episode_steps=60)
     try:
-        runs = [run_episode(env, make_policy("noisy", env, noise=1.5, seed=0), seed=5, source="noisy", noise=1.5)
+        runs = [run_episode(env, make_scripted_policy("noisy", env, noise=1.5, seed=0), seed=5, source="noisy",
+                            noise=1.5)
                 for _ in range(2)]
         ep = runs[0]
         assert ep.meta.outcome == "failure" and ep.length == 60 and not ep.success.any()
@@ -166,7 +167,7 @@ def test_noisy_expert_failures_are_recorded_and_deterministic():
 
 
 def test_episode_rows_follow_the_convention(reach):
-    policy = make_policy("expert", reach)
+    policy = make_scripted_policy("expert", reach)
     ep = run_episode(reach, policy, seed=2, max_steps=5)
     assert ep.length == 5 and ep.frames.shape == (5, 64, 64, 3) and ep.state.shape == (5, 39)
     first = reach.reset(2)
@@ -188,7 +189,7 @@ def test_play_moves_objects():
                 env.step(np.zeros(4))
             assert np.linalg.norm(env.privileged_state()[4:7] - still) < 5e-3  # objects rest on their own
             for seed in range(3):
-                ep = run_episode(env, make_policy("play", env, seed=seed), seed=seed, source="play")
+                ep = run_episode(env, make_scripted_policy("play", env, seed=seed), seed=seed, source="play")
                 assert ep.meta.outcome == "play" and ep.meta.instruction == ""
                 moved.append(np.linalg.norm(ep.state[:, 4:7] - ep.state[0, 4:7], axis=1).max())
         finally:

@@ -75,8 +75,8 @@ def test_play_is_deterministic_smooth_and_goes_to_objects():
         PlayPolicy("aloha", box)
 
 
-def test_make_policy_and_expert_errors():
-    from flexwm.envs import make_policy
+def test_make_scripted_policy_and_expert_errors():
+    from flexwm.envs import make_scripted_policy
     from flexwm.envs.policies import MetaWorldExpert
 
     pytest.importorskip("metaworld")
@@ -88,5 +88,5 @@ def test_make_policy_and_expert_errors():
         action_space = spaces.Box(-np.ones(4, np.float32), np.ones(4, np.float32))
 
     with pytest.raises(EnvError, match="expert.*noisy.*play"):
-        make_policy("random", Fake())  # type: ignore[arg-type]
-    assert isinstance(make_policy("noisy", Fake(), noise=0.3), NoisyPolicy)
+        make_scripted_policy("random", Fake())  # type: ignore[arg-type]
+    assert isinstance(make_scripted_policy("noisy", Fake(), noise=0.3), NoisyPolicy)

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("gym_pusht")
 
-from flexwm.envs import make_env, make_policy, run_episode  # noqa: E402
+from flexwm.envs import make_env, make_scripted_policy, run_episode  # noqa: E402
 from flexwm.envs.pusht import PushTEnv  # noqa: E402
 from flexwm.envs.pusht_expert import coverage, t_polygon  # noqa: E402
 from flexwm.errors import EnvError  # noqa: E402
@@ -61,14 +61,14 @@ def test_image_matches_the_state():
 
 def test_expert_succeeds_and_play_moves_the_block():
     env = PushTEnv(max_episode_steps=200, terminate_on_success=True)
-    ep = run_episode(env, make_policy("expert", env), seed=0)
+    ep = run_episode(env, make_scripted_policy("expert", env), seed=0)
     assert ep.meta.outcome == "success" and ep.success[-1] and ep.length < 200
-    again = run_episode(env, make_policy("expert", env), seed=0)
+    again = run_episode(env, make_scripted_policy("expert", env), seed=0)
     np.testing.assert_array_equal(ep.actions, again.actions)  # deterministic
     env = PushTEnv(max_episode_steps=120)
     moved = []
     for seed in range(3):
-        play = run_episode(env, make_policy("play", env, seed=seed), seed=seed, source="play")
+        play = run_episode(env, make_scripted_policy("play", env, seed=seed), seed=seed, source="play")
         assert play.meta.outcome == "play" and play.meta.instruction == ""
         block = play.state[:, 2:4]
         assert np.all((block > 0) & (block < 512)), "the block left the arena"
@@ -78,7 +78,7 @@ def test_expert_succeeds_and_play_moves_the_block():
 
 def test_noisy_expert_at_high_noise_fails_and_is_recorded():
     env = PushTEnv(max_episode_steps=40)
-    ep = run_episode(env, make_policy("noisy", env, noise=1.0, seed=0), seed=0, source="noisy", noise=1.0)
+    ep = run_episode(env, make_scripted_policy("noisy", env, noise=1.0, seed=0), seed=0, source="noisy", noise=1.0)
     assert ep.meta.outcome == "failure" and ep.length == 40 and ep.meta.noise == 1.0
     assert np.all((ep.actions >= 0) & (ep.actions <= 512))
 

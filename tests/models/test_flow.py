@@ -7,7 +7,7 @@ import torch
 
 from flexwm.errors import ConfigError
 from flexwm.models import flow
-from flexwm.models.interface import FlexWorldModelAdapter, LatentState
+from flexwm.models.interface import FlexWorldModelWrapper, LatentState
 from flexwm.models.world_model import FlexWorldModel, preset
 
 EMBODIMENTS = {"arm": {"action_dim": 3, "proprio_dim": 5}, "gripper": {"action_dim": 2, "proprio_dim": 2}}
@@ -161,12 +161,12 @@ def test_action_guidance_interpolates_between_video_mode_and_ac_mode() -> None:
     assert not torch.allclose(s3, ac, atol=1e-3)
     # guidance makes the future depend more on the actions, not less
     assert (s3 - other).abs().mean() > (ac - run({**base, "actions": -b["actions"]})).abs().mean()
-    wm = FlexWorldModelAdapter(model, tokenizer=None, embodiment="arm", steps=3, ac_guidance=3.0)
+    wm = FlexWorldModelWrapper(model, tokenizer=None, embodiment="arm", steps=3, ac_guidance=3.0)
     state = LatentState(context=b["context"], proprio=b["proprio"], embodiment="arm")
     with torch.no_grad():
         assert torch.allclose(wm.rollout(state, b["actions"], noise=noise["video"][:, None]), s3, atol=1e-5)
     with pytest.raises(ConfigError, match="ac_guidance"):
-        FlexWorldModelAdapter(model, tokenizer=None, embodiment="arm", ac_guidance=-1.0)
+        FlexWorldModelWrapper(model, tokenizer=None, embodiment="arm", ac_guidance=-1.0)
 
 
 def test_gradient_flows_from_sampled_latents_to_actions() -> None:
@@ -182,7 +182,7 @@ def test_gradient_flows_from_sampled_latents_to_actions() -> None:
         video.pow(2).mean().backward()
     assert actions.grad is not None and torch.isfinite(actions.grad).all() and actions.grad.abs().sum() > 0
     # through a two-chunk autoregressive rollout as well: the first chunk's actions move the second chunk
-    wm = FlexWorldModelAdapter(model, tokenizer=None, embodiment="arm", steps=2)
+    wm = FlexWorldModelWrapper(model, tokenizer=None, embodiment="arm", steps=2)
     state = LatentState(context=b["context"], proprio=b["proprio"], embodiment="arm")
     H, Fr = model.cfg.action_horizon, model.cfg.future_frames
     plan = torch.randn(2, 2 * H, 3, requires_grad=True)

@@ -10,7 +10,7 @@ import torch
 from flexwm.config import from_dict
 from flexwm.errors import ConfigError, FlexWMError
 from flexwm.models import flow
-from flexwm.models.interface import FlexWorldModelAdapter, LatentState, WorldModel
+from flexwm.models.interface import FlexWorldModelWrapper, LatentState, WorldModel
 from flexwm.models.world_model import FlexWorldModel, WorldModelConfig, preset
 
 EMBODIMENTS = {"arm": {"action_dim": 3, "proprio_dim": 5}, "gripper": {"action_dim": 2, "proprio_dim": 2}}
@@ -211,10 +211,10 @@ class StubText:
         return torch.stack([torch.full((384,), float(len(t)) / 10) for t in texts])
 
 
-def test_interface_adapter_shapes_and_bounded_rollout() -> None:
+def test_interface_wrapper_shapes_and_bounded_rollout() -> None:
     model = make_model()
     cfg = model.cfg
-    wm = FlexWorldModelAdapter(model, StubTokenizer(), StubText(), embodiment="arm", steps=2)
+    wm = FlexWorldModelWrapper(model, StubTokenizer(), StubText(), embodiment="arm", steps=2)
     assert isinstance(wm, WorldModel)
     frames = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
     state = wm.encode(frames, proprio=torch.randn(2, 5))
@@ -238,7 +238,7 @@ def test_rollout_chunks_match_single_chunk_sampling() -> None:
     """The first chunk of a rollout is exactly the AC-mode sample with the same noise."""
     model = make_model()
     cfg = model.cfg
-    wm = FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", steps=3)
+    wm = FlexWorldModelWrapper(model, StubTokenizer(), embodiment="arm", steps=3)
     state = LatentState(context=torch.randn(2, cfg.context_frames, *cfg.latent_shape), proprio=torch.randn(2, 5),
                         embodiment="arm")
     actions = torch.randn(2, 2 * cfg.action_horizon, 3)
@@ -258,8 +258,8 @@ def test_zero_ac_noise_rollouts_are_deterministic() -> None:
     state = LatentState(context=torch.randn(2, cfg.context_frames, *cfg.latent_shape), proprio=torch.randn(2, 5),
                         embodiment="arm")
     actions = torch.randn(2, 2 * cfg.action_horizon, 3)
-    zero = FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", steps=3, ac_noise="zero")
-    sampled = FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", steps=3)
+    zero = FlexWorldModelWrapper(model, StubTokenizer(), embodiment="arm", steps=3, ac_noise="zero")
+    sampled = FlexWorldModelWrapper(model, StubTokenizer(), embodiment="arm", steps=3)
     with torch.no_grad():
         a = zero.rollout(state, actions, generator=torch.Generator().manual_seed(1))
         b = zero.rollout(state, actions, generator=torch.Generator().manual_seed(2))
@@ -267,4 +267,4 @@ def test_zero_ac_noise_rollouts_are_deterministic() -> None:
         d = sampled.rollout(state, actions, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, d)
     with pytest.raises(ConfigError, match="ac_noise"):
-        FlexWorldModelAdapter(model, StubTokenizer(), embodiment="arm", ac_noise="mean")
+        FlexWorldModelWrapper(model, StubTokenizer(), embodiment="arm", ac_noise="mean")

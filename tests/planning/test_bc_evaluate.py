@@ -107,11 +107,11 @@ def test_evaluate_a_world_model_policy_returns_imagined_frames_beside_the_real_o
 
 def test_evaluation_records_whether_the_instruction_was_trained_on_and_leaves_the_cache_alone(tmp_path, wm):
     from flexwm.evaluation.simulator import instruction_seen_in_training
-    from flexwm.models.interface import FlexWorldModelAdapter
+    from flexwm.models.interface import FlexWorldModelWrapper
 
     cache = tmp_path / "text_cache.safetensors"
     make_text_encoder("hash", cache_path=cache).embed(["reach the goal"])  # what "training" embedded
-    run_wm = FlexWorldModelAdapter(wm.model, wm.tokenizer, make_text_encoder("hash", cache_path=cache),
+    run_wm = FlexWorldModelWrapper(wm.model, wm.tokenizer, make_text_encoder("hash", cache_path=cache),
                                    embodiment="sawyer", steps=2)
     assert instruction_seen_in_training(run_wm, "reach the goal") is True
     assert instruction_seen_in_training(run_wm, "zorp the blicket") is False

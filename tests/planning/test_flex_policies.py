@@ -1,4 +1,4 @@
-"""Every way to act, around a tiny untrained FlexWorldModelAdapter (64x64 frames, 4-d actions)."""
+"""Every way to act, around a tiny untrained FlexWorldModelWrapper (64x64 frames, 4-d actions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from flexwm.envs.base import Observation
 from flexwm.errors import ConfigError
-from flexwm.models.interface import FlexWorldModelAdapter
+from flexwm.models.interface import FlexWorldModelWrapper
 from flexwm.planning import POLICIES, BCModel, make_policy
 from flexwm.planning.bc import preset as bc_preset
 
@@ -24,7 +24,7 @@ def obs(t: int = 0, instruction: str = "open the door") -> Observation:
 
 
 @pytest.mark.parametrize("name", POLICIES)
-def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldModelAdapter, name: str,
+def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldModelWrapper, name: str,
                                                                  tmp_path) -> None:
     kw, cfg = {}, None
     if name == "bc":
@@ -35,7 +35,7 @@ def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldMo
 
         make_noise_policy(wm, hidden=8).save_pretrained(tmp_path / "np")
         cfg = {"noise_policy": str(tmp_path / "np")}
-    policy = make_policy(name, wm, cfg, action_space=BOX, preset="tiny", **kw)
+    policy = make_policy(name, wm, cfg, action_space=BOX, budget="tiny", **kw)
     policy.reset(0)
     for t in range(3):
         a = policy.act(obs(t))
@@ -51,9 +51,9 @@ def test_every_policy_returns_a_finite_action_of_the_right_shape(wm: FlexWorldMo
 
 
 @pytest.mark.parametrize("name", ["wam", "wam-seq", "best-of-n", "cem", "mppi", "grad", "hybrid"])
-def test_same_seed_same_plan_with_the_flow_model(wm: FlexWorldModelAdapter, name: str) -> None:
+def test_same_seed_same_plan_with_the_flow_model(wm: FlexWorldModelWrapper, name: str) -> None:
     def run(seed: int) -> np.ndarray:
-        policy = make_policy(name, wm, action_space=BOX, preset="tiny")
+        policy = make_policy(name, wm, action_space=BOX, budget="tiny")
         policy.reset(seed)
         return np.stack([policy.act(obs(t)) for t in range(3)])
 
@@ -63,7 +63,7 @@ def test_same_seed_same_plan_with_the_flow_model(wm: FlexWorldModelAdapter, name
 
 
 @pytest.mark.parametrize("extra", [{}, {"steer_noise": True}])
-def test_gradients_reach_the_actions(wm: FlexWorldModelAdapter, extra: dict) -> None:
+def test_gradients_reach_the_actions(wm: FlexWorldModelWrapper, extra: dict) -> None:
     policy = make_policy("grad", wm, {"iterations": 3, "restarts": 2, "lr": 0.5, **extra}, action_space=BOX)
     policy.reset(0)
     plan = policy.plan(obs())
@@ -74,7 +74,7 @@ def test_gradients_reach_the_actions(wm: FlexWorldModelAdapter, extra: dict) -> 
     assert plan.score >= max(curve) - 1e-6  # the best sequence seen is kept
 
 
-def test_wam_seq_decodes_actions_from_generated_frames(wm: FlexWorldModelAdapter) -> None:
+def test_wam_seq_decodes_actions_from_generated_frames(wm: FlexWorldModelWrapper) -> None:
     for source in ("video", "propose"):
         policy = make_policy("wam-seq", wm, {"video_source": source}, action_space=BOX)
         policy.reset(0)
@@ -88,54 +88,54 @@ def test_wam_seq_decodes_actions_from_generated_frames(wm: FlexWorldModelAdapter
     assert not torch.allclose(a1, a2)
 
 
-def test_success_objective_scores_plans_longer_than_a_chunk(wm: FlexWorldModelAdapter) -> None:
+def test_success_objective_scores_plans_longer_than_a_chunk(wm: FlexWorldModelWrapper) -> None:
     for frames in ("final", "all"):
         policy = make_policy("cem", wm, {"chunks": 2, "objective": {"frames": frames}}, action_space=BOX,
-                             preset="tiny")
+                             budget="tiny")
         policy.reset(0)
         plan = policy.plan(obs())
         assert plan.actions.shape == (2 * wm.horizon, 4) and plan.latents.shape[0] == 4
         assert np.isfinite(plan.score)
 
 
-def test_unseen_instruction_and_no_instruction_work(wm: FlexWorldModelAdapter) -> None:
-    policy = make_policy("best-of-n", wm, action_space=BOX, preset="tiny")
+def test_unseen_instruction_and_no_instruction_work(wm: FlexWorldModelWrapper) -> None:
+    policy = make_policy("best-of-n", wm, action_space=BOX, budget="tiny")
     for text in ("zorp the blicket sideways", ""):
         policy.reset(0)
         assert np.all(np.isfinite(policy.act(obs(instruction=text))))
 
 
-def test_wrong_goal_size_and_action_dim_give_clear_errors(wm: FlexWorldModelAdapter) -> None:
+def test_wrong_goal_size_and_action_dim_give_clear_errors(wm: FlexWorldModelWrapper) -> None:
     with pytest.raises(ConfigError, match="32x32.*64x64"):
         make_policy("cem", wm, {"objective": {"kind": "goal"}}, action_space=BOX,
                     goal_image=np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(ConfigError, match=r"4-d actions.*2-d"):
         make_policy("mppi", wm, action_space=spaces.Box(-1, 1, (2,), np.float32))
-    policy = make_policy("cem", wm, {"objective": {"kind": "goal"}}, action_space=BOX, preset="tiny",
+    policy = make_policy("cem", wm, {"objective": {"kind": "goal"}}, action_space=BOX, budget="tiny",
                          goal_image=obs(5).image)
     policy.reset(0)
     assert np.isfinite(policy.plan(obs()).score)
 
 
-def test_wam_only_planners_need_a_flex_adapter_for_video_mode() -> None:
+def test_video_mode_and_noise_steering_need_a_world_model_that_has_them() -> None:
     from tests.helpers.toy_planning import PointMass
 
     with pytest.raises(ConfigError, match="video_source='propose'"):
         make_policy("wam-seq", PointMass())
-    with pytest.raises(ConfigError, match="FlexWorldModelAdapter"):
+    with pytest.raises(ConfigError, match="initial noise.*steer_noise=False"):
         make_policy("grad", PointMass(), {"steer_noise": True})
 
 
-def test_budget_presets_shrink_the_search_and_overrides_still_win(wm: FlexWorldModelAdapter) -> None:
+def test_budget_presets_shrink_the_search_and_overrides_still_win(wm: FlexWorldModelWrapper) -> None:
     from flexwm.planning import BUDGETS, policy_config
 
-    default, cpu = policy_config("cem"), policy_config("cem", preset="cpu")
+    default, cpu = policy_config("cem"), policy_config("cem", budget="cpu")
     assert cpu.population * cpu.iterations < default.population * default.iterations
-    assert policy_config("cem", {"population": 32}, preset="cpu").population == 32
+    assert policy_config("cem", {"population": 32}, budget="cpu").population == 32
     for name in ("cem", "mppi", "hybrid", "grad", "best-of-n"):  # every cpu budget builds a working policy
-        policy = make_policy(name, wm, action_space=BOX, preset="cpu")
+        policy = make_policy(name, wm, action_space=BOX, budget="cpu")
         policy.reset(0)
         assert np.all(np.isfinite(policy.act(obs())))
     assert set(BUDGETS) == {"default", "cpu", "tiny"}
-    with pytest.raises(ConfigError, match="unknown policy preset 'fast'"):
-        policy_config("cem", preset="fast")
+    with pytest.raises(ConfigError, match="unknown policy budget 'fast'"):
+        policy_config("cem", budget="fast")

@@ -118,7 +118,7 @@ def test_frame_history_rejects_bad_images() -> None:
 def test_configs_are_strict() -> None:
     for name in POLICIES:
         assert policy_config(name) is not None
-        assert policy_config(name, preset="tiny") is not None
+        assert policy_config(name, budget="tiny") is not None
     with pytest.raises(ConfigError, match="Did you mean 'population'"):
         policy_config("cem", {"populaton": 3})
     with pytest.raises(ConfigError, match="elites"):

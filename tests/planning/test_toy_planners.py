@@ -45,7 +45,7 @@ def test_planner_reaches_the_goal_and_beats_random_shooting(name: str, cfg: dict
 def test_planners_respect_the_action_bounds_when_the_goal_is_out_of_reach() -> None:
     wm = PointMass(goal=(3.0, 0.0))  # 8 steps of dt 0.1 reach at most 0.8: optimum is full throttle
     for name in ("cem", "mppi", "grad"):
-        policy = make_policy(name, wm, {"chunks": 2}, action_space=BOX, preset="tiny")
+        policy = make_policy(name, wm, {"chunks": 2}, action_space=BOX, budget="tiny")
         policy.reset(0)
         a = policy.plan(observation()).actions
         assert np.all(a <= 1.0 + 1e-6) and np.all(a >= -1.0 - 1e-6)
@@ -118,7 +118,7 @@ def test_hybrid_keeps_the_best_proposal_when_refinement_makes_things_worse(monke
 
     monkeypatch.setattr(HybridPlanner, "_refine", worse)
     wm = PointMass(propose_noise=0.3)
-    policy = make_policy("hybrid", wm, action_space=BOX, preset="tiny")
+    policy = make_policy("hybrid", wm, action_space=BOX, budget="tiny")
     policy.reset(0)
     plan = policy.plan(observation())
     assert plan.info["chosen"] == "proposal" and plan.info["refined_value"] < plan.score
@@ -152,7 +152,7 @@ def test_same_seed_same_actions(name: str) -> None:
     cfg = {"video_source": "propose"} if name.startswith("wam") else None
 
     def run(seed: int) -> np.ndarray:
-        policy = make_policy(name, wm, cfg, action_space=BOX, preset="tiny")
+        policy = make_policy(name, wm, cfg, action_space=BOX, budget="tiny")
         policy.reset(seed)
         return np.stack([policy.act(observation((0.1 * t, 0.0))) for t in range(5)])
 

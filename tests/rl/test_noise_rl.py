@@ -30,8 +30,6 @@ def test_untrained_noise_policy_is_the_wam(tiny_wm, start_frames):
     ctx = tiny_wm.encode(start_frames[:2]).context
     assert torch.equal(pol(ctx), torch.zeros(2, tiny_wm.horizon, tiny_wm.action_dim))
     # the planner's draw (action noise, then video noise, from the policy's generator) fed to the WAM directly
-    from flexwm.planning.wam import propose_with_noise
-
     policy = steered_wam_policy(tiny_wm, pol)
     plan = policy.planner.plan(start_frames[:1], None, "reach the goal", torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
@@ -39,9 +37,9 @@ def test_untrained_noise_policy_is_the_wam(tiny_wm, start_frames):
     F = tiny_wm.horizon // tiny_wm.frame_stride
     video = torch.randn((1, F, *ctx.shape[2:]), generator=g)
     with torch.no_grad():
-        want, _ = propose_with_noise(tiny_wm, tiny_wm.encode(start_frames[:1]), "reach the goal",
-                                     {"video": video, "actions": z})
-    np.testing.assert_allclose(plan.actions, want[0].numpy(), atol=1e-5)
+        want, _ = tiny_wm.propose(tiny_wm.encode(start_frames[:1]), "reach the goal", 1,
+                                  noise={"video": video[:, None], "actions": z[:, None]})
+    np.testing.assert_allclose(plan.actions, want[0, 0].numpy(), atol=1e-5)
 
 
 def test_real_rl_over_the_noise_improves_real_success(tiny_wm):
