@@ -86,6 +86,18 @@ class FlexWorldModelAdapter:
         self.action_dim = model.adapter(embodiment).action_dim
         self.horizon, self.frame_stride = model.cfg.action_horizon, model.cfg.frame_stride
 
+    @classmethod
+    def from_pretrained(cls, path: Any, *, embodiment: str | None = None, prefer_embodiment: str | None = None,
+                        device: str = "cpu", dtype: torch.dtype | None = None, **kwargs: Any) -> FlexWorldModelAdapter:
+        """Load a training run (its latest checkpoint), a checkpoint directory or an exported model folder
+        (`flexwm export`). `embodiment`: the adapter to act with (default: the model's only one, or
+        `prefer_embodiment` when it knows several); other keyword arguments go to the constructor."""
+        from flexwm.models.pretrained import load_components, pick_embodiment
+
+        model, tokenizer, text = load_components(path, device=device, dtype=dtype)
+        return cls(model, tokenizer, text, embodiment=pick_embodiment(model, path, embodiment, prefer_embodiment),
+                   **kwargs)
+
     @property
     def _param(self) -> Tensor:
         return next(self.model.parameters())
