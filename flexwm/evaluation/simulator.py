@@ -212,8 +212,10 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     from flexwm.envs import EMBODIMENTS
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
-    from flexwm.planning import POLICIES, make_policy
+    from flexwm.planning import BUDGETS, POLICIES, make_policy, policy_config
 
+    if cfg.budget != "auto" and cfg.budget not in BUDGETS:
+        raise ConfigError(f"--budget {cfg.budget!r} is not a planning budget; choose auto or one of {list(BUDGETS)}")
     validate(cfg)
     if cfg.policy not in POLICIES:
         raise ConfigError(f"unknown policy {cfg.policy!r}; choose one of {list(POLICIES)}")
@@ -221,6 +223,10 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         raise ConfigError("no tasks to evaluate; give --task NAME[,NAME...] or avdc")
     budget = ("cpu" if cfg.device == "cpu" else "default") if cfg.budget == "auto" else cfg.budget
     check_device(cfg.device)
+    try:  # a bad override fails here, before the model loads
+        policy_config(cfg.policy, cfg.policy_overrides or None, budget)
+    except ConfigError as e:
+        raise ConfigError(f"--set for policy {cfg.policy!r}: {e}") from None
     flow_steps = cfg.flow_steps if cfg.flow_steps is not None else (4 if budget == "cpu" else 10)
     out = eval_output(out, cfg.ckpt, cfg.policy)
     setup = {"ckpt": str(cfg.ckpt), "policy": cfg.policy, "env": cfg.env, "episodes_per_task": cfg.episodes,

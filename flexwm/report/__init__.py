@@ -34,7 +34,8 @@ __all__ = ["build_report", "make_rollouts", "encode_webm", "save_eval_videos"]
 # ---- inputs --------------------------------------------------------------------------------------------------
 
 
-def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4, scale: int = 3) -> list[dict]:
+def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4, scale: int = 3,
+                  device: str = "cpu") -> list[dict]:
     """Real vs imagined videos on held-out episodes of the run's data, written to RUN/report/.
 
     Action-conditioned: the model gets the episode's first frame and its real actions and imagines the rest
@@ -57,7 +58,7 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
     if not split_path.exists():
         raise ConfigError(f"{run_dir} has no split.json; pass a training run directory (flexwm train --out)")
     split = json.loads(split_path.read_text())
-    wm = load_run(run_dir, steps=steps)
+    wm = load_run(run_dir, steps=steps, device=device)
     g = torch.Generator().manual_seed(seed)
     S = wm.frame_stride
     items: list[dict] = []
@@ -277,7 +278,7 @@ def _policy_evals(run_dir: Path) -> list[dict]:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts: int = 3,
-                 progress: bool = True, results: list[str | Path] | None = None) -> Path:
+                 progress: bool = True, results: list[str | Path] | None = None, device: str = "cpu") -> Path:
     """Write RUN/report.html (or `out`) from the run's saved results. Returns the path.
 
     Evaluations are read from the run itself and from each folder in `results` (the --out folders of flexwm
@@ -296,7 +297,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts
     if missing:
         raise ConfigError(f"--results {missing}: no such folder; pass the --out folders of flexwm eval")
     sources = [run_dir] + [Path(r) for r in results if Path(r).resolve() != run_dir.resolve()]
-    items = make_rollouts(run_dir, n=rollouts) if rollouts > 0 else []
+    items = make_rollouts(run_dir, n=rollouts, device=device) if rollouts > 0 else []
     b64 = lambda name, d=run_dir: base64.b64encode((d / "report" / name).read_bytes()).decode()  # noqa: E731
     ac = [{**r, "data": b64(r["file"])} for r in items]
     wam = [{**r["wam"], "data": b64(r["wam"]["file"])} for r in items if "wam" in r]
