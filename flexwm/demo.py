@@ -142,8 +142,10 @@ def _jsonable(v: Any) -> Any:
 def run_demo(out: str | Path = "runs/demo", *, train: bool = False, episodes: int = 4, workers: int = 2,
              eval_episodes: int = 3, policies: list[str] | None = None, device: str = "cpu") -> Path:
     from flexwm.collect import collect
+    from flexwm.config import check_device
     from flexwm.report import build_report
 
+    check_device(device)
     out = Path(out)
     t0 = time.perf_counter()
     data_dir, model_dir = out / "data", out / "model"

@@ -147,11 +147,13 @@ def calibrate_run(ckpt: str | Path, out: str | Path | None = None, *, data: str 
     """Calibrate the training run at `ckpt` on up to `max_episodes` of its held-out episodes of `data` (default:
     its first dataset; only `tasks` if given) and write the result to `calibration_output(out, ckpt)`.
     Returns the result with "out": the file written."""
+    from flexwm.config import check_device
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
     from flexwm.runs import run_heldout
 
+    check_device(device)
     data, held = run_heldout(ckpt, data, "calibrate")
     ds = FlexDataset(data)
     wanted = set(tasks)

@@ -227,9 +227,11 @@ def tune_head_run(ckpt: str | Path, out: str | Path, *, data: str | Path | None 
     """`flexwm tune-head`: up to `max_episodes` training episodes of the run's `data` (default: its first
     dataset; never its held-out ones), shared round-robin by outcome (balanced where possible, order drawn with
     `seed`), imagined and used to re-fit the success head into a new checkpoint `out` (`tune_success_head`)."""
+    from flexwm.config import check_device
     from flexwm.data import FlexDataset
     from flexwm.runs import run_heldout
 
+    check_device(device)
     data, held = run_heldout(ckpt, data, "tune-head")
     ds = FlexDataset(data)
     held_set = set(held)

@@ -323,11 +323,13 @@ def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str
     """`flexwm evaluate-policies`: load the model at `ckpt`, resolve the success threshold (a number or
     "calibrated", see `resolve_threshold`) and run `evaluate_suite` into `out` (default runs/eval/NAME/
     policy-eval-TASK/). Returns the result with "out": the folder written."""
+    from flexwm.config import check_device
     from flexwm.envs import EMBODIMENTS
     from flexwm.evaluation.calibrate import resolve_threshold
     from flexwm.inference import load_run
     from flexwm.runs import results_dir
 
+    check_device(device)
     threshold = resolve_threshold(success_threshold, ckpt, flow_steps, calibration)
     wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
                   prefer_embodiment=EMBODIMENTS.get(env_name))

@@ -285,9 +285,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts
     eval / evaluate-policies); by default from runs/eval/NAME/ when it exists (flexwm.runs.results_dir)."""
     import jinja2
 
+    from flexwm.config import check_device
     from flexwm.metrics import read_metrics
     from flexwm.runs import results_dir
 
+    check_device(device)
     run_dir = Path(run_dir)
     if not (run_dir / "run_config.json").exists():
         raise ConfigError(f"{run_dir} is not a training run (no run_config.json); pass the --out of flexwm train")

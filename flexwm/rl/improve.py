@@ -319,9 +319,11 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
     held-out episodes excluded). Returns the log."""
     import json
 
+    from flexwm.config import check_device
     from flexwm.io import atomic_write_json
     from flexwm.planning import BCModel
 
+    check_device(device)
     cfg = cfg or ImproveConfig()
     out = Path(out)
     if (ckpt is None) == (not real):

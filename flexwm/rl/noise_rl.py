@@ -169,10 +169,12 @@ def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConf
     in the real simulator with `real`) and save it to `out` with its log. Returns the log."""
     import json
 
+    from flexwm.config import check_device
     from flexwm.envs import EMBODIMENTS
     from flexwm.inference import load_run
     from flexwm.rl.improve import _jsonable
 
+    check_device(device)
     out = Path(out)
     if (out / "model.safetensors").exists():
         raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
