@@ -10,42 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flexwm_tiny_run import tiny_run, toy_episode
 
-from flexwm.data import DatasetWriter, Episode, EpisodeMeta
 from flexwm.errors import CheckpointError, ConfigError
 
 DEMO = Path(__file__).resolve().parents[1] / "flexwm" / "assets" / "demo"
-
-
-def _episode(seed: int, outcome: str, T: int = 24) -> Episode:
-    """A square that moves with the action (no simulator)."""
-    rng = np.random.default_rng(seed)
-    pos = np.cumsum(rng.normal(0, 1, (T, 2)), 0)
-    frames = np.zeros((T, 32, 32, 3), np.uint8)
-    for t in range(T):
-        x, y = (np.clip(pos[t], -10, 10) + 14).astype(int)
-        frames[t, y: y + 4, x: x + 4] = 255
-    succ = np.zeros(T, bool)
-    if outcome == "success":
-        succ[T // 2:] = True
-    meta = EpisodeMeta(embodiment="toy", task="toy", instruction="" if outcome == "play" else "move the square",
-                       outcome=outcome, source="play" if outcome == "play" else "expert", noise=0.0, seed=seed)
-    return Episode(frames=frames, proprio=pos.astype(np.float32), actions=np.diff(pos, axis=0, append=pos[-1:])
-                   .astype(np.float32), success=succ, state=pos.astype(np.float32), meta=meta, fps=10)
-
-
-def tiny_run(root: Path, n: int = 12, steps: int = 4) -> Path:
-    """A tiny training run (toy data, tiny preset) in root/run; its data in root/toy."""
-    from flexwm.training.run import preset, train_world_model
-
-    with DatasetWriter(root / "toy", fps=10, image_size=32, action_dim=2, proprio_dim=2, state_dim=2,
-                       embodiment="toy") as w:
-        for i, outcome in enumerate((["success", "failure", "play"] * n)[:n]):
-            w.add(_episode(i, outcome))
-    cfg = preset("tiny", data=[str(root / "toy")], tokenizer={"image_size": 32}, tokenizer_steps=10,
-                 train={"steps": steps, "ckpt_every": steps, "log_every": steps})
-    train_world_model(cfg, root / "run", progress=False)
-    return root / "run"
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +69,7 @@ def test_exported_folder_is_self_contained(run, tmp_path):
                        same.model.state_dict().values(), strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
     assert model.text_encoder.cache_path is not None  # the cached instruction embeddings came along
-    frame = _episode(0, "success").frames[0]
+    frame = toy_episode(0, "success").frames[0]
     with torch.no_grad():
         state = model.encode(frame[None], np.zeros((1, 2), np.float32))
         actions, latents = model.propose(state, "move the square", n=2, generator=torch.Generator().manual_seed(0))
