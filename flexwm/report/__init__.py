@@ -5,9 +5,13 @@ fonts or stylesheets), so the page opens anywhere without a network. It is rebui
 
     RUN/run_config.json, RUN/command.json     the exact config and the commands that produced the run
     RUN/metrics.jsonl                         training curves
-    RUN/eval-*.json                           real-simulator success per way to act (flexwm eval), latency
-    RUN/policy-eval-*/policy_eval.json + .png closed-loop policy evaluation (flexwm evaluate-policies)
     RUN/report/rollouts.json + *.webm         real vs imagined videos (made by `make_rollouts`, cached)
+    EVAL/eval-*.json                          real-simulator success per way to act (flexwm eval), latency
+    EVAL/policy-eval-*/policy_eval.json + .png closed-loop policy evaluation (flexwm evaluate-policies)
+    EVAL/report/eval_videos.json + *.webm     real | imagined-plan videos of evaluation episodes
+
+EVAL is each evaluation output folder given (`flexwm report RUN --results DIR`), by default runs/eval/NAME/
+(where flexwm eval writes by default), and the run itself (where older versions and `flexwm demo` write).
 
 A small inline script checks that every video can be decoded and records the result in
 `<body data-videos-ok=... data-videos-failed=...>` (used by the browser test); it loads nothing.
