@@ -22,14 +22,19 @@ __version__ = "0.1.0"
 _LAZY = {
     "load": "flexwm.api", "make_policy": "flexwm.api", "evaluate": "flexwm.api", "train": "flexwm.api",
     "export": "flexwm.api", "WorldModelEnv": "flexwm.rl.world_model_env",
-    "WorldModelVecEnv": "flexwm.rl.world_model_env", "WorldModelEnvConfig": "flexwm.rl.world_model_env", "FlexWorldModelAdapter": "flexwm.models.interface",
+    "WorldModelVecEnv": "flexwm.rl.world_model_env", "WorldModelEnvConfig": "flexwm.rl.world_model_env",
 }
-__all__ = ["__version__", "collect", *_LAZY]
+# the world-model class with `from_pretrained` (named FlexWorldModelAdapter in older versions)
+_WRAPPER = ("FlexWorldModelWrapper", "FlexWorldModelAdapter")
+__all__ = ["__version__", "collect", *_LAZY, "FlexWorldModelWrapper"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "collect":  # the submodule flexwm.collect, callable as the API's collect(out, **config)
         return importlib.import_module("flexwm.collect")
+    if name in _WRAPPER:
+        interface = importlib.import_module("flexwm.models.interface")
+        return next(getattr(interface, n) for n in _WRAPPER if hasattr(interface, n))
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value

@@ -27,13 +27,13 @@ def load(path: str | Path, *, device: str = "cpu", env: str | None = None, embod
     """A world model (the `WorldModel` interface: encode, rollout, propose, inverse, score, decode) from a
     training run, a checkpoint directory or an exported folder. `env` ("metaworld", "pusht") picks the
     embodiment of a model that knows several; `steps` (flow sampler steps) defaults to 4 on a CPU and 10
-    elsewhere, as `flexwm eval --budget auto`; other keyword arguments go to `FlexWorldModelAdapter`."""
+    elsewhere, as `flexwm eval --budget auto`; other keyword arguments go to the wrapper's constructor."""
+    import flexwm
     from flexwm.envs import EMBODIMENTS
-    from flexwm.models.interface import FlexWorldModelAdapter
 
     steps = steps if steps is not None else (4 if device == "cpu" else 10)
-    return FlexWorldModelAdapter.from_pretrained(path, embodiment=embodiment, prefer_embodiment=EMBODIMENTS.get(env),
-                                                 device=device, steps=steps, **kwargs)
+    return flexwm.FlexWorldModelWrapper.from_pretrained(path, embodiment=embodiment, device=device, steps=steps,
+                                                        prefer_embodiment=EMBODIMENTS.get(env), **kwargs)
 
 
 def make_policy(model: Any, name: str = "wam", *, budget: str = "auto", action_space: Any = None,

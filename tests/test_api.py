@@ -17,13 +17,14 @@ ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "HF_HUB_OF
 
 
 def test_import_is_light_and_names_are_lazy():
-    code = ("import sys, flexwm; heavy = [m for m in ('torch', 'numpy', 'flexwm.api', 'metaworld') if m in sys.modules];"
-            "print(heavy); print(sorted(n for n in dir(flexwm) if not n.startswith('_')))")
+    code = ("import sys, flexwm; heavy = [m for m in ('torch', 'numpy', 'flexwm.api', 'metaworld') "
+            "if m in sys.modules]; print(heavy); print(sorted(n for n in dir(flexwm) if not n.startswith('_')))")
     r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     heavy, names = r.stdout.splitlines()
     assert heavy == "[]"
-    for name in ("load", "make_policy", "evaluate", "collect", "train", "export", "WorldModelEnv"):
+    for name in ("load", "make_policy", "evaluate", "collect", "train", "export", "WorldModelEnv",
+                 "FlexWorldModelWrapper"):
         assert repr(name) in names
 
 

@@ -64,7 +64,7 @@ def test_exported_folder_is_self_contained(run, tmp_path):
     assert text_cfg["config"]["kind"] == "hash" and text_cfg["cached_instructions"] >= 1
 
     model = flexwm.load(moved, steps=2)
-    same = flexwm.FlexWorldModelAdapter.from_pretrained(moved, steps=2)
+    same = flexwm.FlexWorldModelWrapper.from_pretrained(moved, steps=2)
     for a, b, c in zip(original.model.state_dict().values(), model.model.state_dict().values(),
                        same.model.state_dict().values(), strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)

@@ -10,7 +10,7 @@ and export a run as one self-contained folder (as diffusers saves a pipeline: a 
     DIR/text_encoder/embeddings.safetensors   the instruction embeddings the run cached (keyed by sha256)
 
 An exported folder holds no dataset paths, no run config and no split: copy it anywhere and load it with
-`flexwm.load(DIR)` or `FlexWorldModelAdapter.from_pretrained(DIR)`.
+`flexwm.load(DIR)` or `flexwm.FlexWorldModelWrapper.from_pretrained(DIR)`.
 """
 
 from __future__ import annotations
