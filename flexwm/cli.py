@@ -1,4 +1,10 @@
-"""The `flexwm` command line. It wires the library's parts together; nothing in the library imports it."""
+"""The `flexwm` command line: each command builds a config and calls one library function.
+
+Shared option names mean the same everywhere: `--ckpt` a model (a training run, a checkpoint or an exported
+folder), `--task` one task or a comma-separated list (`--tasks` is accepted too), `--device` where a model runs,
+`--seed`, `--out`, `--flow-steps`, and `--set key=value` (dotted keys nest, values are YAML) for config overrides.
+Nothing in the library imports this module.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,18 @@ from pathlib import Path
 
 import typer
 
-from flexwm.errors import ConfigError, FlexWMError
+from flexwm.errors import FlexWMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flexwm: one flexibly conditioned robot world model.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect, preview and verify datasets.")
 app.add_typer(data_app, name="data")
+
+# option helps shared by every command that has the option
+CKPT = "model: a training run, a checkpoint directory or an exported folder (flexwm export)"
+DEVICE = "cpu | cuda | cuda:N | mps: where the model runs"
+SET = "config override key=value (repeatable; dotted keys nest, values are YAML), e.g. --set {example}"
+ENV = "metaworld | pusht"
 
 
 def _split(text: str) -> list[str]:
@@ -22,11 +34,29 @@ def _split(text: str) -> list[str]:
 
 
 def _echo_json(obj: dict) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _command() -> list[str]:
+    return ["flexwm", *sys.argv[1:]]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from flexwm import __version__
+
+        typer.echo(f"flexwm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """flexwm: one flexibly conditioned robot world model."""
 
 
 @app.command()
-def tasks(env: str = typer.Option("metaworld", help="metaworld | pusht")) -> None:
+def tasks(env: str = typer.Option("metaworld", help=ENV)) -> None:
     """List the task names of a simulator, with their canonical instructions."""
     from flexwm.envs import list_tasks
     from flexwm.envs.instructions import canonical_instruction
@@ -37,8 +67,8 @@ def tasks(env: str = typer.Option("metaworld", help="metaworld | pusht")) -> Non
 
 @app.command()
 def collect(
-    env: str = typer.Option("metaworld", help="metaworld | pusht"),
-    tasks: str = typer.Option("reach-v3", help="comma-separated task names, or 'avdc' for the 11 AVDC tasks"),
+    env: str = typer.Option("metaworld", help=ENV),
+    task: str = typer.Option("reach-v3", "--task", "--tasks", help="comma-separated task names, or 'avdc'"),
     source: str = typer.Option("expert", help="comma-separated: expert, noisy, play"),
     episodes: int = typer.Option(10, help="episodes per task, source and noise level"),
     noise: str = typer.Option("0.3", help="comma-separated noise levels for the noisy source"),
@@ -53,17 +83,16 @@ def collect(
     """Collect expert, noisy-expert and play episodes from the real simulator into a dataset."""
     from flexwm.collect import CollectConfig
     from flexwm.collect import collect as run_collect
-    from flexwm.envs import AVDC_TASKS
+    from flexwm.envs import expand_tasks
 
-    task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
     try:
         noise_levels = [float(n) for n in _split(noise)]
     except ValueError:
         raise FlexWMError(f"--noise must be comma-separated numbers, got {noise!r}") from None
-    cfg = CollectConfig(env=env, tasks=task_list, sources=_split(source), episodes=episodes, noise=noise_levels,
-                        image_size=image_size, camera=camera, max_steps=max_steps, seed=seed, workers=workers)
-    summary = run_collect(cfg, out, resume=resume)
-    _echo_json(summary)
+    cfg = CollectConfig(env=env, tasks=expand_tasks(task), sources=_split(source), episodes=episodes,
+                        noise=noise_levels, image_size=image_size, camera=camera, max_steps=max_steps, seed=seed,
+                        workers=workers)
+    _echo_json(run_collect(cfg, out, resume=resume))
 
 
 @data_app.command("info")
@@ -73,10 +102,7 @@ def data_info(root: Path = typer.Argument(..., help="dataset directory"),
     from flexwm.data.inspect import dataset_info, format_info
 
     info = dataset_info(root)
-    if as_json:
-        _echo_json(info)
-    else:
-        typer.echo(format_info(info))
+    typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_info(info))
 
 
 @data_app.command("preview")
@@ -106,32 +132,22 @@ def data_verify(root: Path = typer.Argument(..., help="dataset directory")) -> N
 def train(
     data: list[Path] = typer.Option(..., help="dataset directory (repeat --data for several)"),
     out: Path = typer.Option(..., help="run directory"),
-    preset: str = typer.Option("cpu", help="tiny | cpu | gpu"),
-    variant: str = typer.Option("flexible", help="flexible | wam-only | ac-only"),
+    preset: str = typer.Option("cpu", help="tiny | demo | cpu | gpu"),
+    variant: str | None = typer.Option(None, help="flexible | wam-only | ac-only (default: the preset's, flexible)"),
     config: Path | None = typer.Option(None, help="JSON/YAML file with RunConfig fields"),
-    set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=500 (repeatable)"),
+    set_: list[str] = typer.Option([], "--set", help=SET.format(example="train.steps=500")),
     steps: int | None = typer.Option(None, help="shortcut for --set train.steps=N"),
+    seed: int | None = typer.Option(None, help="shortcut for --set seed=N"),
+    device: str | None = typer.Option(None, help=DEVICE + " (default: the preset's: cuda for gpu, else cpu)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
-    import yaml
+    from flexwm.training.run import run_config, train_world_model
 
-    from flexwm.config import apply_overrides, to_dict
-    from flexwm.training.run import RunConfig, train_world_model
-    from flexwm.training.run import preset as run_preset
-
-    overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant}}
-    if config is not None:
-        file_cfg = yaml.safe_load(config.read_text()) or {}
-        if not isinstance(file_cfg, dict):
-            raise FlexWMError(f"{config} must hold a mapping of RunConfig fields")
-        overrides = {**file_cfg, **overrides, "model": {**file_cfg.get("model", {}), "variant": variant}}
-    cfg: RunConfig = run_preset(preset, **overrides)
-    extra = list(set_) + ([f"train.steps={steps}"] if steps is not None else [])
-    if extra:
-        cfg = apply_overrides(cfg, extra)
-    path = train_world_model(cfg, out, resume=resume, command=["flexwm", *sys.argv[1:]])
-    _echo_json({"checkpoint": str(path), "steps": to_dict(cfg)["train"]["steps"], "out": str(out)})
+    cfg = run_config(preset, data=[str(d) for d in data], variant=variant, config_file=config, overrides=set_,
+                     steps=steps, seed=seed, device=device)
+    path = train_world_model(cfg, out, resume=resume, command=_command())
+    _echo_json({"checkpoint": str(path), "steps": cfg.train.steps, "out": str(out)})
 
 
 @app.command("train-bc")
@@ -145,63 +161,31 @@ def train_bc_cmd(
     heldout_every: int = typer.Option(10, help="skip every k-th episode, as flexwm train holds them out (0: use all)"),
     max_demos: int | None = typer.Option(None, help="use only the first N success episodes (few-shot baselines)"),
     seed: int = typer.Option(0, help="initialisation and sampling seed"),
+    device: str = typer.Option("cpu", help=DEVICE),
     no_proprio: bool = typer.Option(False, "--no-proprio", help="images and instruction only (for RL in imagination)"),
     save_at: str = typer.Option("", help="comma-separated steps at which to also save OUT/step-N snapshots "
                                          "(policies of graded quality for evaluate-policies suites)"),
 ) -> None:
     """Train the behaviour-cloning baseline (no world model) on a dataset's successes; evaluate it with
     flexwm eval --policy bc --ckpt OUT."""
-    import time
+    from flexwm.planning.bc import train_bc_run
 
-    from flexwm.data import FlexDataset
-    from flexwm.io import atomic_write_json
-    from flexwm.planning.bc import train_bc
-
-    if (out / "model.safetensors").exists():
-        raise ConfigError(f"{out} already holds a BC model; choose another --out or remove it")
-    ds = FlexDataset(data)
-    idx = [i for i in range(len(ds)) if heldout_every < 2 or i % heldout_every != heldout_every - 1]
-    idx = [i for i in idx if ds.episodes[i]["outcome"] == "success"]
-    if max_demos is not None:
-        idx = idx[:max_demos]
     try:
-        snapshots = sorted({int(x) for x in _split(save_at)})
+        snapshots = [int(x) for x in _split(save_at)]
     except ValueError:
-        raise ConfigError(f"--save-at {save_at!r} must be comma-separated step numbers, e.g. 100,500") from None
-    if any(not 1 <= k <= steps for k in snapshots):
-        raise ConfigError(f"--save-at steps {snapshots} must lie between 1 and --steps {steps}")
-
-    def on_step(step: int, model) -> None:
-        if step in snapshots:
-            model.eval()
-            model.save_pretrained(out / f"step-{step:06d}")
-            model.train()
-
-    start = time.perf_counter()
-    model, info = train_bc(ds, preset, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           progress=True, use_proprio=not no_proprio, on_step=on_step if snapshots else None)
-    model.save_pretrained(out)
-    losses = info.pop("losses")
-    first, last = losses[:50], losses[-50:]
-    summary = {"out": str(out), "episodes": info["episodes"], "parameters": info["parameters"],
-               "loss_last_50": float(sum(last) / max(1, len(last)))}
-    atomic_write_json(out / "train_info.json", {
-        **info, "data": str(data), "preset": preset, "steps": steps, "batch_size": batch_size, "lr": lr,
-        "seed": seed, "use_proprio": not no_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
-        "loss_first_50": float(sum(first) / max(1, len(first))), "loss_last_50": summary["loss_last_50"],
-        "snapshots": [f"step-{k:06d}" for k in snapshots], "losses": losses[::10],
-        "command": " ".join(["flexwm", *sys.argv[1:]])})
-    _echo_json(summary)
+        raise FlexWMError(f"--save-at {save_at!r} must be comma-separated step numbers, e.g. 100,500") from None
+    _echo_json(train_bc_run(data, out, preset, steps=steps, batch_size=batch_size, lr=lr, heldout_every=heldout_every,
+                            max_demos=max_demos, seed=seed, use_proprio=not no_proprio, save_at=snapshots,
+                            device=device, progress=True, command=_command()))
 
 
 @app.command("eval")
 def eval_(
-    ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory"),
-    env: str = typer.Option("metaworld", help="metaworld | pusht"),
-    tasks: str = typer.Option("avdc", help="comma-separated task names, or 'avdc'"),
-    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | "
-                                           "wam-steered (--set noise_policy=DIR) | random | "
-                                           "bc (--ckpt: a flexwm train-bc directory)"),
+    ckpt: Path = typer.Option(..., help=CKPT + "; for --policy bc a flexwm train-bc directory"),
+    env: str = typer.Option("metaworld", help=ENV),
+    task: str = typer.Option("avdc", "--task", "--tasks", help="comma-separated task names, or 'avdc'"),
+    policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | wam-steered "
+                                           "(--set noise_policy=DIR) | random | bc (--ckpt: a train-bc directory)"),
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),
@@ -211,9 +195,10 @@ def eval_(
     flow_steps: int | None = typer.Option(None, help="flow sampler steps (default 4 with --budget cpu, else 10)"),
     ac_noise: str = typer.Option("sample", help="action-conditioned rollouts: sample | zero (deterministic)"),
     ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
-    device: str = typer.Option("cpu", help="cpu | cuda (the world model's device)"),
-    set_: list[str] = typer.Option([], "--set", help="policy config override, e.g. --set population=32"),
-    out: Path | None = typer.Option(None, help="JSON result file (default CKPT/eval-POLICY.json)"),
+    device: str = typer.Option("cpu", help=DEVICE),
+    set_: list[str] = typer.Option([], "--set", help=SET.format(example="population=32") + " (the policy's config)"),
+    out: Path | None = typer.Option(None, help="output folder (writes OUT/eval-POLICY.json) or a .json result file; "
+                                               "default runs/eval/NAME/"),
     resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
     videos: int = typer.Option(0, help="episodes per task saved as real | imagined-plan videos for the report"),
 ) -> None:
@@ -221,270 +206,130 @@ def eval_(
 
     The result file is rewritten (atomically) after every task, so an interrupted evaluation resumes with
     --resume; each task's policy and reset seeds depend only on the task, so resumed == uninterrupted."""
-    import numpy as np
-    import torch
-    import yaml
+    from flexwm.config import parse_overrides
+    from flexwm.envs import expand_tasks
+    from flexwm.evaluation.simulator import EvalConfig, evaluate_run
 
-    from flexwm.envs import AVDC_TASKS
-    from flexwm.evaluation.simulator import evaluate_policy
-    from flexwm.evaluation.stats import success_summary
-    from flexwm.inference import load_run
-    from flexwm.io import atomic_write_json
-    from flexwm.planning import BUDGETS, make_policy
-
-    if budget == "auto":
-        budget = "cpu" if device == "cpu" else "default"
-    if budget not in BUDGETS:
-        raise ConfigError(f"--budget {budget!r} is not a planning budget; choose auto or one of {list(BUDGETS)}")
-    if device != "cpu" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} was asked for but this machine has no GPU (torch.cuda.is_available() "
-                          "is False); use --device cpu (the default)")
-    flow_steps = flow_steps if flow_steps is not None else (4 if budget == "cpu" else 10)
-    bc_model = None
-    if policy == "bc":
-        from flexwm.planning import BCModel
-
-        wm, bc_model = None, BCModel.from_pretrained(ckpt)
-    else:
-        from flexwm.envs import EMBODIMENTS
-
-        wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
-                      prefer_embodiment=EMBODIMENTS.get(env))
-    cfg = {}
-    for item in set_:
-        key, _, raw = item.partition("=")
-        cfg[key] = yaml.safe_load(raw)
-    task_list = list(AVDC_TASKS) if tasks == "avdc" else _split(tasks)
-    out = out or Path(ckpt) / f"eval-{policy}.json"
-    setup = {"ckpt": str(ckpt), "policy": policy, "env": env, "episodes_per_task": episodes, "seed": seed,
-             "max_steps": max_steps, "instructions": instructions, "flow_steps": flow_steps, "policy_overrides": cfg,
-             "ac_noise": ac_noise, "budget": budget, "ac_guidance": ac_guidance}
-    per_task: dict = {}
-    if out.exists() and not resume:
-        raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
-    if out.exists():
-        try:
-            old = json.loads(out.read_text())
-        except ValueError as e:
-            raise ConfigError(f"{out} is not a readable result file ({e}); remove it or choose another --out") from e
-        differs = sorted(k for k, v in setup.items() if json.loads(json.dumps(old.get(k), default=_jsonable))
-                         != json.loads(json.dumps(v, default=_jsonable)))
-        if differs:
-            raise ConfigError(f"{out} was made with other settings ({differs} differ); use the same options to "
-                              "resume, or choose another --out")
-        per_task = {t: r for t, r in old.get("per_task", {}).items() if t in task_list}
-        if per_task:
-            typer.echo(f"resuming: {len(per_task)} of {len(task_list)} tasks already done in {out}")
-
-    def write(done: bool) -> dict:
-        rates = [r["summary"]["rate"] for r in per_task.values()]
-        flags = [f for r in per_task.values() for f in r["success"]]
-        result = {**setup, "complete": done, "tasks": task_list,
-                  "average_over_tasks": float(np.mean(rates)) if rates else None,
-                  "pooled": success_summary(flags), "per_task": per_task, "command": " ".join(sys.argv)}
-        atomic_write_json(out, json.loads(json.dumps(result, default=_jsonable)))
-        return result
-
-    for task in task_list:
-        if task in per_task:
-            continue
-        pol = make_policy(policy, wm, cfg or None, bc_model=bc_model, budget=budget)
-        r = evaluate_policy(pol, env, task, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
-                            record_video=videos)
-        recorded = r.pop("videos", None)
-        if recorded:
-            from flexwm.report import save_eval_videos
-            from flexwm.runs import resolve_run_dir
-
-            save_eval_videos(resolve_run_dir(ckpt), policy, task, recorded)
-        per_task[task] = json.loads(json.dumps(r, default=_jsonable))
-        s = r["summary"]
-        typer.echo(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
-                   f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan"
-                   + (f"  mean max coverage {r['mean_max_coverage']:.1%}" if "mean_max_coverage" in r else ""))
-        write(False)
-    result = write(True)
-    typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {out}")
+    cfg = EvalConfig(ckpt=str(ckpt), env=env, tasks=expand_tasks(task), policy=policy, episodes=episodes, seed=seed,
+                     max_steps=max_steps, instructions=instructions, budget=budget, flow_steps=flow_steps,
+                     ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
+                     policy_overrides=parse_overrides(set_), videos=videos)
+    result = evaluate_run(cfg, out, resume=resume, command=_command(), log=typer.echo)
+    typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {result['out']}")
 
 
 @app.command()
 def improve(
     bc: Path = typer.Option(..., help="a flexwm train-bc --no-proprio directory: the policy to improve"),
-    task: str = typer.Option(..., help="task name (start states come from its simulator)"),
+    task: str = typer.Option(..., "--task", "--tasks", help="task name (start states come from its simulator)"),
     out: Path = typer.Option(..., help="output directory: the improved BC model and improve_log.json"),
-    ckpt: Path | None = typer.Option(None, help="world-model run to train in (imagination)"),
+    ckpt: Path | None = typer.Option(None, help=CKPT + ": train in its imagination"),
     real: bool = typer.Option(False, "--real", help="train in the real simulator instead (same algorithm)"),
-    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    env: str = typer.Option("metaworld", help=ENV),
     flow_steps: int = typer.Option(4, help="flow sampler steps of the imagined rollouts"),
     data: Path | None = typer.Option(None, help="with --set start=dataset: branch from this dataset's frames of "
                                                 "the task (the run's held-out episodes excluded)"),
-    set_: list[str] = typer.Option([], "--set", help="ImproveConfig override, e.g. --set iterations=8"),
+    seed: int | None = typer.Option(None, help="shortcut for --set seed=N (first start seed)"),
+    device: str = typer.Option("cpu", help=DEVICE),
+    set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=8") + " (ImproveConfig)"),
 ) -> None:
     """Improve a behaviour-cloning policy by RL in imagination (positive-advantage weighted regression on
     batched imagined rollouts scored by the success head), or in the real simulator with --real.
     `--set start=dataset --set reward=progress --data DATA`: short imagined branches from real dataset frames."""
     from flexwm.config import apply_overrides
-    from flexwm.io import atomic_write_json
-    from flexwm.planning import BCModel
-    from flexwm.rl.improve import ImproveConfig, improve_bc
+    from flexwm.rl.improve import ImproveConfig, improve_run
 
-    if (ckpt is None) == (not real):
-        raise ConfigError("give --ckpt RUN (train in imagination) or --real (train in the simulator), not both")
-    if (out / "model.safetensors").exists():
-        raise ConfigError(f"{out} already holds a model; choose another --out or remove it")
-    cfg = apply_overrides(ImproveConfig(), list(set_)) if set_ else ImproveConfig()
-    policy = BCModel.from_pretrained(bc)
-    wm = None
-    if ckpt is not None:
-        from flexwm.inference import load_run
-
-        wm = load_run(ckpt, steps=flow_steps)
-    kw = {}
-    if cfg.start == "dataset":
-        if data is None or ckpt is None:
-            raise ConfigError("--set start=dataset needs --ckpt RUN and --data DATA (the frames to branch from)")
-        from flexwm.data import FlexDataset
-        from flexwm.runs import run_heldout
-
-        ds = FlexDataset(data)
-        try:
-            held = set(run_heldout(ckpt, data, "improve --set start=dataset")[1])
-        except ConfigError:
-            held = set()  # a dataset the run was not trained on: every episode is new to it
-        kw = {"dataset": ds, "episodes": [i for i, e in enumerate(ds.episodes) if e["env_task"] == task
-                                          and i not in held]}
-        if not kw["episodes"]:
-            raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
-    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env, progress=True, **kw)
-    model.save_pretrained(out)
-    atomic_write_json(out / "improve_log.json", json.loads(json.dumps(
-        {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(sys.argv)},
-        default=_jsonable)))
+    cfg = apply_overrides(ImproveConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
+    log = improve_run(bc, task, out, cfg, ckpt=ckpt, real=real, env_name=env, flow_steps=flow_steps, data=data,
+                      device=device, progress=True, command=_command())
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
 
 @app.command("steer-wam")
 def steer_wam_cmd(
-    ckpt: Path = typer.Option(..., help="world-model run: its WAM is steered (and its AC mode imagines)"),
-    task: str = typer.Option(..., help="task name (start states come from its simulator)"),
+    ckpt: Path = typer.Option(..., help=CKPT + ": its WAM is steered (and its AC mode imagines)"),
+    task: str = typer.Option(..., "--task", "--tasks", help="task name (start states come from its simulator)"),
     out: Path = typer.Option(..., help="output directory for the noise policy (model.safetensors, config.json)"),
     real: bool = typer.Option(False, "--real", help="learn from real-simulator rollouts instead of imagined ones"),
-    env: str = typer.Option("metaworld", help="metaworld | pusht"),
+    env: str = typer.Option("metaworld", help=ENV),
     flow_steps: int = typer.Option(4, help="flow sampler steps (WAM and imagined rollouts)"),
-    set_: list[str] = typer.Option([], "--set", help="NoiseRLConfig override, e.g. --set iterations=5"),
+    seed: int | None = typer.Option(None, help="shortcut for --set seed=N (first start seed)"),
+    device: str = typer.Option("cpu", help=DEVICE),
+    set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=5") + " (NoiseRLConfig)"),
 ) -> None:
     """Learn a noise policy that steers the WAM mode's initial action noise by RL (latent-space RL; the model's
-    weights stay frozen). Evaluate it with benchmarks/steer_wam.py or flexwm.rl.noise_rl.steered_wam_policy."""
+    weights stay frozen). Evaluate it with flexwm eval --policy wam-steered --set noise_policy=OUT."""
     from flexwm.config import apply_overrides
-    from flexwm.envs import EMBODIMENTS
-    from flexwm.inference import load_run
-    from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam
+    from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam_run
 
-    if (out / "model.safetensors").exists():
-        raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
-    cfg = apply_overrides(NoiseRLConfig(), list(set_)) if set_ else NoiseRLConfig()
-    wm = load_run(ckpt, steps=flow_steps, prefer_embodiment=EMBODIMENTS.get(env))
-    pol, log = steer_wam(wm, task, cfg, imagine=not real, env_name=env, progress=True)
-    pol.save_pretrained(out, json.loads(json.dumps({"log": log, "run": str(ckpt), "command": " ".join(sys.argv)},
-                                                   default=_jsonable)))
+    cfg = apply_overrides(NoiseRLConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
+    log = steer_wam_run(ckpt, task, out, cfg, real=real, env_name=env, flow_steps=flow_steps, device=device,
+                        progress=True, command=_command())
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
 
 @app.command("evaluate-policies")
 def evaluate_policies(
-    ckpt: Path = typer.Option(..., help="training run (or checkpoint) directory: the world model"),
+    ckpt: Path = typer.Option(..., help=CKPT + ": the world model"),
     suite: Path = typer.Option(..., help="suite YAML (see examples/suite.yaml)"),
-    env: str = typer.Option("metaworld", help="metaworld | pusht"),
-    task: str = typer.Option(..., help="task name"),
+    env: str = typer.Option("metaworld", help=ENV),
+    task: str = typer.Option(..., "--task", "--tasks", help="task name"),
     episodes: int = typer.Option(10, help="episodes per policy, same initial states in both worlds"),
     seed: int = typer.Option(10_000, help="first reset seed"),
     horizon: int | None = typer.Option(None, help="steps per episode (default: the env's limit)"),
     flow_steps: int = typer.Option(4, help="flow sampler steps of the world model"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero (deterministic)"),
     ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
-    success_threshold: str = typer.Option("0.5", help="imagined P(success) that counts as success, or 'calibrated' "
-                                                      "(from flexwm calibrate: CKPT/imagined_calibration.json)"),
-    out: Path | None = typer.Option(None, help="output directory (default CKPT/policy-eval-TASK)"),
+    success_threshold: str = typer.Option("0.5", help="imagined P(success) that counts as success, or "
+                                                      "'calibrated' (the result of flexwm calibrate)"),
+    calibration: Path | None = typer.Option(None, help="with --success-threshold calibrated: the --out of flexwm "
+                                                       "calibrate (default runs/eval/NAME/, then the run itself)"),
+    device: str = typer.Option("cpu", help=DEVICE),
+    out: Path | None = typer.Option(None, help="output folder (default runs/eval/NAME/policy-eval-TASK)"),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
     Pearson, Spearman and MMRV, and a scatter plot."""
-    from flexwm.evaluation.policy_eval import evaluate_suite
-    from flexwm.inference import load_run
+    from flexwm.evaluation.policy_eval import evaluate_policies_run
 
-    threshold = _threshold(success_threshold, ckpt, flow_steps)
-    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance)
-    out = out or Path(ckpt) / f"policy-eval-{task}"
-    res = evaluate_suite(suite, wm, env, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out,
-                         success_threshold=threshold)
+    res = evaluate_policies_run(ckpt, suite, env, task, episodes=episodes, seed=seed, horizon=horizon,
+                                flow_steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance,
+                                success_threshold=success_threshold, calibration=calibration, out=out, device=device)
     for p in res["policies"]:
         typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
                    f"({p['imagination']})")
     stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv")}
-    typer.echo(json.dumps(stats) + f"\nwrote {out}")
-
-
-def _threshold(text: str, ckpt: Path, flow_steps: int) -> float:
-    """A number in [0, 1], or 'calibrated': the threshold `flexwm calibrate` stored next to the run."""
-    from flexwm.runs import resolve_run_dir
-
-    if text != "calibrated":
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"--success-threshold {text!r} must be a number in [0, 1] or 'calibrated'")
-        return value
-    path = resolve_run_dir(ckpt) / "imagined_calibration.json"
-    if not path.exists():
-        raise ConfigError(f"--success-threshold calibrated needs {path}; make it with flexwm calibrate --ckpt {ckpt}")
-    cal = json.loads(path.read_text())
-    if cal.get("flow_steps") != flow_steps:
-        raise ConfigError(f"{path} was calibrated with {cal.get('flow_steps')} flow steps, not --flow-steps "
-                          f"{flow_steps}; use the same or calibrate again")
-    return float(cal["threshold"])
+    typer.echo(json.dumps(stats) + f"\nwrote {res['out']}")
 
 
 @app.command()
 def calibrate(
-    ckpt: Path = typer.Option(..., help="training run directory: the world model"),
+    ckpt: Path = typer.Option(..., help="training run (or one of its checkpoints): the world model"),
     data: Path | None = typer.Option(None, help="dataset (default: the run's first); its held-out episodes are used"),
-    tasks: str = typer.Option("", help="comma-separated tasks to use (default: all)"),
+    task: str = typer.Option("", "--task", "--tasks", help="comma-separated tasks to use (default: all)"),
     max_episodes: int = typer.Option(128, help="at most this many held-out episodes"),
     horizon: int | None = typer.Option(None, help="steps replayed per episode (default: the whole episode)"),
     flow_steps: int = typer.Option(4, help="flow sampler steps (use the same for evaluate-policies)"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero"),
     seed: int = typer.Option(0, help="imagination noise seed"),
+    device: str = typer.Option("cpu", help=DEVICE),
+    out: Path | None = typer.Option(None, help="output folder (writes OUT/imagined_calibration.json) or a .json "
+                                               "file; default runs/eval/NAME/"),
 ) -> None:
     """Replay held-out episodes in imagination and pick the imagined-success threshold that best separates
-    their real outcomes; writes CKPT/imagined_calibration.json (threshold, balanced accuracy, ROC AUC)."""
-    from flexwm.data import FlexDataset
-    from flexwm.evaluation.calibrate import calibrate_imagined_success
-    from flexwm.inference import load_run
-    from flexwm.io import atomic_write_json
-    from flexwm.runs import resolve_run_dir, run_heldout
+    their real outcomes; writes imagined_calibration.json (threshold, balanced accuracy, ROC AUC) to --out."""
+    from flexwm.evaluation.calibrate import calibrate_run
 
-    run = resolve_run_dir(ckpt)
-    data, held = run_heldout(run, data, "calibrate")
-    ds = FlexDataset(data)
-    wanted = set(_split(tasks))
-    idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
-    if not idx:
-        raise ConfigError(f"no held-out episodes of tasks {sorted(wanted)} in {data}")
-    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise)
-    res = calibrate_imagined_success(wm, [ds.load_episode(i) for i in idx], horizon=horizon, seed=seed)
-    res.update({"ckpt": str(ckpt), "data": str(data), "episode_indices": idx, "flow_steps": flow_steps,
-                "ac_noise": ac_noise, "command": " ".join(["flexwm", *sys.argv[1:]])})
-    atomic_write_json(run / "imagined_calibration.json", res)
+    res = calibrate_run(ckpt, out, data=data, tasks=_split(task), max_episodes=max_episodes, horizon=horizon,
+                        flow_steps=flow_steps, ac_noise=ac_noise, seed=seed, device=device, command=_command())
     _echo_json({k: res[k] for k in ("threshold", "balanced_accuracy", "balanced_accuracy_at_0.5", "auc",
-                                    "n_success", "n_failure")} | {"wrote": str(run / "imagined_calibration.json")})
+                                    "n_success", "n_failure")} | {"wrote": res["out"]})
 
 
 @app.command("tune-head")
 def tune_head(
-    ckpt: Path = typer.Option(..., help="training run directory: the world model"),
+    ckpt: Path = typer.Option(..., help="training run (or one of its checkpoints): the world model"),
     out: Path = typer.Option(..., help="new checkpoint directory for the model with the re-fitted head"),
     data: Path | None = typer.Option(None, help="dataset (default: the run's first); its training episodes are used"),
     max_episodes: int = typer.Option(384, help="at most this many training episodes, shared evenly by outcome"),
@@ -492,44 +337,27 @@ def tune_head(
     flow_steps: int = typer.Option(4, help="flow sampler steps of the imagined rollouts (use the same later)"),
     ac_noise: str = typer.Option("sample", help="imagined rollouts: sample | zero"),
     seed: int = typer.Option(0, help="episode choice and imagination noise seed"),
+    device: str = typer.Option("cpu", help=DEVICE),
 ) -> None:
     """Re-fit the success head on the model's own imagined futures of training episodes (real outcomes as labels);
     writes a checkpoint to OUT with only the success row of the head changed, and OUT/head_tuning.json."""
-    import numpy as np
+    from flexwm.evaluation.imagined_head import tune_head_run
 
-    from flexwm.data import FlexDataset
-    from flexwm.evaluation.imagined_head import tune_success_head
-    from flexwm.runs import run_heldout
-
-    data, held = run_heldout(ckpt, data, "tune-head")
-    ds = FlexDataset(data)
-    held_set = set(held)
-    by_outcome: dict[str, list[int]] = {}
-    for i in range(len(ds)):
-        if i not in held_set:
-            by_outcome.setdefault(ds.episodes[i]["outcome"], []).append(i)
-    rng = np.random.default_rng(seed)
-    pools = {o: list(rng.permutation(v)) for o, v in sorted(by_outcome.items())}
-    idx: list[int] = []
-    while len(idx) < max_episodes and any(pools.values()):  # round-robin over outcomes: balanced where possible
-        for pool in pools.values():
-            if pool and len(idx) < max_episodes:
-                idx.append(int(pool.pop()))
-    res = tune_success_head(ckpt, out, [ds.load_episode(i) for i in sorted(idx)], flow_steps=flow_steps,
-                            ac_noise=ac_noise, horizon=horizon, seed=seed, progress=True,
-                            command=" ".join(["flexwm", *sys.argv[1:]]))
+    res = tune_head_run(ckpt, out, data=data, max_episodes=max_episodes, horizon=horizon, flow_steps=flow_steps,
+                        ac_noise=ac_noise, seed=seed, device=device, progress=True, command=_command())
     _echo_json({k: res[k] for k in ("episodes", "windows", "positive_windows", "l2", "validation", "train_fit")}
                | {"wrote": str(out)})
 
 
-def _jsonable(x):
-    import numpy as np
+@app.command()
+def export(run: Path = typer.Argument(..., help=CKPT),
+           out: Path = typer.Option(..., help="new folder for the self-contained model")) -> None:
+    """Write a model as one self-contained folder (weights, model config, frame tokenizer, text-encoder
+    reference with its cached instruction embeddings, embodiment metadata): copy it anywhere and use it with
+    --ckpt DIR or flexwm.load(DIR)."""
+    from flexwm.inference import export as export_model
 
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
+    typer.echo(f"wrote {export_model(run, out)}")
 
 
 @app.command()
@@ -537,12 +365,13 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          train: bool = typer.Option(False, help="train the demo model here instead of using the shipped one"),
          episodes: int = typer.Option(4, help="episodes collected per task and source"),
          eval_episodes: int = typer.Option(3, help="real-simulator episodes per way to act"),
-         workers: int = typer.Option(2, help="collection worker processes")) -> None:
+         workers: int = typer.Option(2, help="collection worker processes"),
+         device: str = typer.Option("cpu", help=DEVICE)) -> None:
     """Everything in one command on a CPU: collect, model, act (wam, best-of-n, cem, hybrid), evaluate policies,
     and write OUT/report.html. Resumes: a rerun skips finished stages."""
     from flexwm.demo import run_demo
 
-    run_demo(out, train=train, episodes=episodes, workers=workers, eval_episodes=eval_episodes)
+    run_demo(out, train=train, episodes=episodes, workers=workers, eval_episodes=eval_episodes, device=device)
 
 
 @app.command("export-demo", hidden=True)
@@ -556,12 +385,14 @@ def export_demo(run: Path = typer.Argument(..., help="a training run of the demo
 @app.command()
 def report(run: Path = typer.Argument(..., help="training run directory"),
            out: Path | None = typer.Option(None, help="HTML file (default RUN/report.html)"),
-           rollouts: int = typer.Option(3, help="held-out episodes shown as real vs imagined videos (0 = none)")
-           ) -> None:
+           results: list[Path] = typer.Option([], help="an evaluation output folder (the --out of flexwm eval / "
+                                                       "evaluate-policies; repeatable; default runs/eval/NAME/)"),
+           rollouts: int = typer.Option(3, help="held-out episodes shown as real vs imagined videos (0 = none)"),
+           device: str = typer.Option("cpu", help=DEVICE)) -> None:
     """Rebuild the offline HTML report of a run from its saved results (config, curves, evals, videos)."""
     from flexwm.report import build_report
 
-    path = build_report(run, out, rollouts=rollouts)
+    path = build_report(run, out, rollouts=rollouts, results=results or None, device=device)
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flexwm.config import field, validate
 from flexwm.errors import ConfigError, DatasetError
@@ -211,3 +214,24 @@ def collect(cfg: CollectConfig, out: str | Path, *, resume: bool = False,
         bar.close()
     return {"planned": len(jobs), "skipped": len(jobs) - len(todo), "written": written, "outcomes": counts,
             "out": str(out)}
+
+
+def collect_dataset(out: str | Path, *, resume: bool = False, progress: bool = True, **config: Any) -> dict:
+    """`flexwm.collect(out, env="metaworld", tasks=["reach-v3"], sources=["expert"], episodes=10, ...)`: the
+    Python API's collection, with CollectConfig fields as keyword arguments (`tasks` may be "a,b" or "avdc")."""
+    from flexwm.config import from_dict
+    from flexwm.envs import expand_tasks
+
+    if "tasks" in config:
+        config["tasks"] = expand_tasks(config["tasks"])
+    return collect(from_dict(CollectConfig, config), out, resume=resume, progress=progress)
+
+
+class _CallableModule(types.ModuleType):
+    """`flexwm.collect` is this module and, called, `collect_dataset` (the Python API's `flexwm.collect(...)`)."""
+
+    def __call__(self, out: str | Path, **kwargs: Any) -> dict:
+        return collect_dataset(out, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -141,28 +142,85 @@ def validate(cfg: Any, prefix: str = "") -> None:
             raise ConfigError(f"config key {key!r} = {v!r} is out of range; it must be <= {le}")
 
 
-def _parse_scalar(text: str) -> Any:
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def parse_value(text: str) -> Any:
+    """One `--set` value: YAML (`yaml.safe_load`: 3, 0.5, true, null, [1, 2], {a: 1}, plain strings), with
+    numbers like 3e-4 read as numbers (YAML 1.1 would keep them strings). Raises ConfigError on bad YAML."""
+    import yaml
+
+    if _NUMBER.fullmatch(text.strip()):
+        return int(text) if re.fullmatch(r"\s*[-+]?\d+\s*", text) else float(text)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"value {text!r} is not valid YAML ({str(e).splitlines()[0]}); quote it or fix it") from None
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["a.b=1", "c=[x, y]"]` -> `{"a": {"b": 1}, "c": ["x", "y"]}`: the one `--set key=value` syntax of every
+    command (dotted keys nest; values parsed by `parse_value`). Errors name the bad override."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+            raise ConfigError(f"--set {item!r} must look like key=value (dotted keys for nesting, e.g. "
+                              "--set train.lr=3e-4)")
+        try:
+            value = parse_value(raw)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item!r}: {e}") from None
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.setdefault(p, {}), dict):
+                raise ConfigError(f"--set {item!r}: {p!r} was set to a value by an earlier override, not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `extra`, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """Apply `a.b=value` overrides (values parsed as JSON where possible) and re-validate."""
+    """Apply `a.b=value` overrides (`parse_overrides`) and re-validate; an error names the override at fault."""
     data = to_dict(cfg)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (for example train.lr=3e-4)")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a config section of {type(cfg).__name__}")
-            node = node[p]
-        node[parts[-1]] = _parse_scalar(raw)
+        data = merge(data, parse_overrides([item]))
+        try:
+            from_dict(type(cfg), data)
+        except ConfigError as e:
+            raise ConfigError(f"--set {item!r}: {e}") from None
     return from_dict(type(cfg), data)
+
+
+def check_device(device: str, what: str = "--device") -> str:
+    """`device` if this machine has it; a clear ConfigError naming the fix otherwise (e.g. cuda without a GPU)."""
+    name = str(device)
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {name} was asked for but this machine has no GPU (torch.cuda.is_available() "
+                              "is False); use --device cpu, or a cpu preset (--preset cpu) for training")
+        index = name.partition(":")[2]
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"{what} {name}: this machine has {torch.cuda.device_count()} GPU(s); use cuda:0")
+    elif name == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{what} mps was asked for but MPS is not available here; use --device cpu")
+    elif name != "cpu":
+        raise ConfigError(f"{what} {name!r} is not a device; use cpu, cuda, cuda:N or mps")
+    return name
 
 
 def load_file(cls: type[T], path: str | Path) -> T:

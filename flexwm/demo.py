@@ -70,16 +70,16 @@ def install_shipped_model(model_dir: Path, data_dir: Path) -> Path:
     return model_dir
 
 
-def train_demo_model(data_dir: Path, model_dir: Path) -> Path:
-    from flexwm.training.run import preset, train_world_model
+def train_demo_model(data_dir: Path, model_dir: Path, device: str = "cpu") -> Path:
+    from flexwm.training.run import run_config, train_world_model
 
-    cfg = preset("demo", data=[str(data_dir)])
+    cfg = run_config("demo", data=[str(data_dir)], device=device)
     train_world_model(cfg, model_dir, resume=(model_dir / "checkpoints").exists(),
                       command=["flexwm", "demo", "--train"])
     return model_dir
 
 
-def act(model_dir: Path, episodes: int, policies: list[str]) -> list[dict]:
+def act(model_dir: Path, episodes: int, policies: list[str], device: str = "cpu") -> list[dict]:
     """Each way to act on EVAL_TASK in the real simulator, with held-out instructions; the first episode's
     real frames and the model's imagined plans are kept as a video for the report."""
     from flexwm.evaluation.simulator import evaluate_policy
@@ -88,7 +88,7 @@ def act(model_dir: Path, episodes: int, policies: list[str]) -> list[dict]:
     from flexwm.planning import make_policy
     from flexwm.report import save_eval_videos
 
-    wm = load_run(model_dir, steps=4)
+    wm = load_run(model_dir, steps=4, device=device)
     rows = []
     for name in policies:
         out = model_dir / f"eval-{name}.json"
@@ -113,7 +113,7 @@ def act(model_dir: Path, episodes: int, policies: list[str]) -> list[dict]:
     return rows
 
 
-def policy_evaluation(model_dir: Path, episodes: int) -> dict:
+def policy_evaluation(model_dir: Path, episodes: int, device: str = "cpu") -> dict:
     from flexwm.evaluation.policy_eval import evaluate_suite
     from flexwm.inference import load_run
 
@@ -122,7 +122,7 @@ def policy_evaluation(model_dir: Path, episodes: int) -> dict:
         return json.loads((out / "policy_eval.json").read_text())
     suite = [{"name": "expert", "kind": "expert"}, {"name": "noisy-0.5", "kind": "noisy", "noise": 0.5},
              {"name": "noisy-1.5", "kind": "noisy", "noise": 1.5}, {"name": "random", "kind": "random"}]
-    wm = load_run(model_dir, steps=4)
+    wm = load_run(model_dir, steps=4, device=device)
     res = evaluate_suite({"policies": suite}, wm, "metaworld", EVAL_TASK, episodes=episodes, seed=20_000,
                          horizon=96, out_dir=out)
     print(f"policy evaluation: pearson {res.get('pearson')}, mmrv {res.get('mmrv')}", flush=True)
@@ -140,10 +140,12 @@ def _jsonable(v: Any) -> Any:
 
 
 def run_demo(out: str | Path = "runs/demo", *, train: bool = False, episodes: int = 4, workers: int = 2,
-             eval_episodes: int = 3, policies: list[str] | None = None) -> Path:
+             eval_episodes: int = 3, policies: list[str] | None = None, device: str = "cpu") -> Path:
     from flexwm.collect import collect
+    from flexwm.config import check_device
     from flexwm.report import build_report
 
+    check_device(device)
     out = Path(out)
     t0 = time.perf_counter()
     data_dir, model_dir = out / "data", out / "model"
@@ -151,15 +153,15 @@ def run_demo(out: str | Path = "runs/demo", *, train: bool = False, episodes: in
     collect(collect_config(episodes, workers), data_dir, resume=True)
     _stage("2/5 " + ("train the demo model (--train)" if train else "install the shipped demo checkpoint"))
     if train:
-        train_demo_model(data_dir, model_dir)
+        train_demo_model(data_dir, model_dir, device)
     else:
         install_shipped_model(model_dir, data_dir)
     _stage(f"3/5 act in the real simulator on {EVAL_TASK}, {eval_episodes} episodes per way to act")
-    act(model_dir, eval_episodes, policies or POLICIES)
+    act(model_dir, eval_episodes, policies or POLICIES, device)
     _stage("4/5 closed-loop policy evaluation: the same policies in the simulator and in the model")
-    policy_evaluation(model_dir, eval_episodes)
+    policy_evaluation(model_dir, eval_episodes, device)
     _stage("5/5 report")
-    path = build_report(model_dir, out / "report.html", rollouts=3)
+    path = build_report(model_dir, out / "report.html", rollouts=3, device=device)
     print(f"\nwrote {path} in {time.perf_counter() - t0:.0f} s; open it in a browser", flush=True)
     return path
 

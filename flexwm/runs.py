@@ -1,7 +1,10 @@
 """Where runs, checkpoints and exported models live on disk, and how to find them.
 
 A *run* directory is what `flexwm train --out RUN` writes (RUN/checkpoints/step-N/, split.json, ...); a
-*checkpoint* directory holds model.safetensors + config.json. Every command that takes `--ckpt` accepts both.
+*checkpoint* directory holds model.safetensors + config.json; an *exported* model (`flexwm export`) is one
+self-contained folder with a model_index.json and one subfolder per component. Every command that takes
+`--ckpt` accepts all three. Evaluations write to an output folder, by default runs/eval/NAME/ (`results_dir`),
+never into the model.
 """
 
 from __future__ import annotations
@@ -30,9 +33,21 @@ def find_latest(run_dir: str | Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+MODEL_INDEX = "model_index.json"
+EVAL_ROOT = Path("runs") / "eval"
+
+
+def is_exported(path: str | Path) -> bool:
+    """Whether `path` is a folder written by `flexwm export` (it holds model_index.json)."""
+    return (Path(path) / MODEL_INDEX).is_file()
+
+
 def resolve_model_dir(path: str | Path) -> Path:
-    """Accept a checkpoint directory or a run directory (-> its latest checkpoint)."""
+    """Accept a checkpoint directory, a run directory (-> its latest checkpoint) or an exported model folder
+    (-> its world_model/ component)."""
     path = Path(path)
+    if is_exported(path):
+        return path / "world_model"
     if (path / "model.safetensors").exists():
         return path
     latest = find_latest(path)
@@ -45,7 +60,10 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def resolve_run_dir(path: str | Path) -> Path:
-    """The training run a run or checkpoint directory belongs to (RUN/checkpoints/step-N -> RUN)."""
+    """The training run a run or checkpoint directory belongs to (RUN/checkpoints/step-N -> RUN); an exported
+    folder is its own "run" (it has no split.json: commands that need a training split say so)."""
+    if is_exported(path):
+        return Path(path)
     ckpt = resolve_model_dir(path)
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
 
@@ -63,6 +81,12 @@ def run_heldout(path: str | Path, data: str | Path | None = None, what: str = "t
     if str(data) not in names:
         raise ConfigError(f"{data} is not one of the run's datasets {names}; its held-out split is unknown")
     return data, list(split["heldout"][names.index(str(data))])
+
+
+def results_dir(path: str | Path, root: str | Path = EVAL_ROOT) -> Path:
+    """Where evaluations of the model at `path` go by default: runs/eval/NAME/, NAME being the run's (or the
+    exported folder's) name. Nothing is written into the model itself."""
+    return Path(root) / resolve_run_dir(path).resolve().name
 
 
 def record_command(run_dir: str | Path, argv: list[str]) -> None:

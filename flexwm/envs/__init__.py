@@ -9,6 +9,7 @@ Simulators are imported lazily: `import flexwm.envs` needs neither mujoco nor py
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -18,7 +19,8 @@ from flexwm.envs.instructions import PLAY_INSTRUCTION, canonical_instruction, pa
 from flexwm.errors import EnvError
 
 __all__ = [
-    "ENVS", "EMBODIMENTS", "AVDC_TASKS", "list_tasks", "make_env", "make_scripted_policy", "run_episode",
+    "ENVS", "EMBODIMENTS", "AVDC_TASKS", "expand_tasks", "list_tasks", "make_env", "make_scripted_policy",
+    "run_episode",
     "RobotEnv", "ScriptedPolicy", "Observation", "StepResult",
     "canonical_instruction", "paraphrases", "PLAY_INSTRUCTION",
 ]
@@ -38,6 +40,15 @@ Source = Literal["expert", "noisy", "play"]
 def _check_env(env: str) -> None:
     if env not in ENVS:
         raise EnvError(f"unknown simulator {env!r}; choose one of {list(ENVS)}")
+
+
+def expand_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """Task names from "a,b", ["a", "b"] or "avdc" (the 11 AVDC tasks); empty names are dropped."""
+    items = tasks.split(",") if isinstance(tasks, str) else list(tasks)
+    out: list[str] = []
+    for t in (str(x).strip() for x in items):
+        out += list(AVDC_TASKS) if t == "avdc" else [t] if t else []
+    return out
 
 
 def list_tasks(env: str) -> list[str]:

@@ -19,7 +19,9 @@ tells success from failure (0.5 = not at all), independent of any threshold.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,3 +126,75 @@ def calibrate_imagined_success(wm: WorldModel, episodes: Sequence[Any], *, horiz
             "horizon": horizon, "seed": seed,
             "episodes": [{"task": e.meta.task, "outcome": e.meta.outcome, "seed": e.meta.seed, "real_success": bool(y),
                           "imagined_max_prob": float(s)} for e, y, s in zip(episodes, labels, scores)]}
+
+
+# ---- `flexwm calibrate` and the thresholds that read its result ----------------------------------------------
+
+CALIBRATION_FILE = "imagined_calibration.json"
+
+
+def calibration_output(out: str | Path | None, ckpt: str | Path) -> Path:
+    """OUT itself if it ends in .json, else OUT/imagined_calibration.json; OUT defaults to runs/eval/NAME/."""
+    from flexwm.runs import results_dir
+
+    out = Path(out) if out is not None else results_dir(ckpt)
+    return out if out.suffix == ".json" else out / CALIBRATION_FILE
+
+
+def calibrate_run(ckpt: str | Path, out: str | Path | None = None, *, data: str | Path | None = None,
+                  tasks: Sequence[str] = (), max_episodes: int = 128, horizon: int | None = None, flow_steps: int = 4,
+                  ac_noise: str = "sample", seed: int = 0, device: str = "cpu",
+                  command: list[str] | None = None) -> dict[str, Any]:
+    """Calibrate the training run at `ckpt` on up to `max_episodes` of its held-out episodes of `data` (default:
+    its first dataset; only `tasks` if given) and write the result to `calibration_output(out, ckpt)`.
+    Returns the result with "out": the file written."""
+    from flexwm.config import check_device
+    from flexwm.data import FlexDataset
+    from flexwm.inference import load_run
+    from flexwm.io import atomic_write_json
+    from flexwm.runs import run_heldout
+
+    check_device(device)
+    data, held = run_heldout(ckpt, data, "calibrate")
+    ds = FlexDataset(data)
+    wanted = set(tasks)
+    idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
+    if not idx:
+        raise ConfigError(f"no held-out episodes of tasks {sorted(wanted)} in {data}")
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, device=device)
+    res = calibrate_imagined_success(wm, [ds.load_episode(i) for i in idx], horizon=horizon, seed=seed)
+    res.update({"ckpt": str(ckpt), "data": str(data), "episode_indices": idx, "flow_steps": flow_steps,
+                "ac_noise": ac_noise, "command": " ".join(command or [])})
+    path = calibration_output(out, ckpt)
+    atomic_write_json(path, res)
+    return {**res, "out": str(path)}
+
+
+def resolve_threshold(value: str | float, ckpt: str | Path, flow_steps: int,
+                      calibration: str | Path | None = None) -> float:
+    """A success threshold: a number in [0, 1], or "calibrated": the threshold `flexwm calibrate` found for this
+    model at `flow_steps`, read from `calibration` (a file or the folder holding imagined_calibration.json),
+    by default runs/eval/NAME/ and then the training run's own folder (where older versions wrote it)."""
+    from flexwm.runs import resolve_run_dir, results_dir
+
+    if value != "calibrated":
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0.0 <= number <= 1.0:
+            raise ConfigError(f"--success-threshold {value!r} must be a number in [0, 1] or 'calibrated'")
+        return number
+    if calibration is not None:
+        cands = [calibration_output(calibration, ckpt)]
+    else:
+        cands = [results_dir(ckpt) / CALIBRATION_FILE, resolve_run_dir(ckpt) / CALIBRATION_FILE]
+    path = next((p for p in cands if p.exists()), None)
+    if path is None:
+        raise ConfigError(f"--success-threshold calibrated needs a calibration (looked at {[str(p) for p in cands]}); "
+                          f"make it with flexwm calibrate --ckpt {ckpt}, or point --calibration at its output")
+    cal = json.loads(path.read_text())
+    if cal.get("flow_steps") != flow_steps:
+        raise ConfigError(f"{path} was calibrated with {cal.get('flow_steps')} flow steps, not --flow-steps "
+                          f"{flow_steps}; use the same or calibrate again")
+    return float(cal["threshold"])

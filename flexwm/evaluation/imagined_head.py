@@ -163,7 +163,7 @@ def _copy_run_files(run: Path, ckpt: Path, out: Path) -> dict[str, Any]:
 
 def tune_success_head(ckpt: str | Path, out: str | Path, episodes: Sequence[Any], *, flow_steps: int = 4,
                       ac_noise: str = "sample", horizon: int | None = None, batch: int = 32, seed: int = 0,
-                      progress: bool = False, command: str | None = None) -> dict[str, Any]:
+                      progress: bool = False, command: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Imagine `episodes` with the run at `ckpt`, re-fit its success row, write the tuned checkpoint to `out`.
 
     The imagined features are kept in OUT/imagined_features.npz (written atomically) and reused by a rerun with
@@ -179,7 +179,7 @@ def tune_success_head(ckpt: str | Path, out: str | Path, episodes: Sequence[Any]
     if not episodes:
         raise ConfigError("no episodes to imagine; give training episodes with successes and failures / play")
     out.mkdir(parents=True, exist_ok=True)
-    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise)
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, device=device)
     settings = {"ckpt": str(ckpt_dir), "episodes": len(episodes), "flow_steps": flow_steps, "ac_noise": ac_noise,
                 "horizon": horizon, "seed": seed,
                 "episode_keys": [f"{e.meta.task}/{e.meta.outcome}/{e.meta.seed}" for e in episodes]}
@@ -213,3 +213,33 @@ def tune_success_head(ckpt: str | Path, out: str | Path, episodes: Sequence[Any]
               "imagine_s": imagine_s, "command": command}
     atomic_write_json(out / "head_tuning.json", report)
     return report
+
+
+def tune_head_run(ckpt: str | Path, out: str | Path, *, data: str | Path | None = None, max_episodes: int = 384,
+                  horizon: int | None = None, flow_steps: int = 4, ac_noise: str = "sample", seed: int = 0,
+                  device: str = "cpu", progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """`flexwm tune-head`: up to `max_episodes` training episodes of the run's `data` (default: its first
+    dataset; never its held-out ones), shared round-robin by outcome (balanced where possible, order drawn with
+    `seed`), imagined and used to re-fit the success head into a new checkpoint `out` (`tune_success_head`)."""
+    from flexwm.config import check_device
+    from flexwm.data import FlexDataset
+    from flexwm.runs import run_heldout
+
+    check_device(device)
+    data, held = run_heldout(ckpt, data, "tune-head")
+    ds = FlexDataset(data)
+    held_set = set(held)
+    by_outcome: dict[str, list[int]] = {}
+    for i in range(len(ds)):
+        if i not in held_set:
+            by_outcome.setdefault(ds.episodes[i]["outcome"], []).append(i)
+    rng = np.random.default_rng(seed)
+    pools = {o: list(rng.permutation(v)) for o, v in sorted(by_outcome.items())}
+    idx: list[int] = []
+    while len(idx) < max_episodes and any(pools.values()):  # round-robin over outcomes: balanced where possible
+        for pool in pools.values():
+            if pool and len(idx) < max_episodes:
+                idx.append(int(pool.pop()))
+    return tune_success_head(ckpt, out, [ds.load_episode(i) for i in sorted(idx)], flow_steps=flow_steps,
+                             ac_noise=ac_noise, horizon=horizon, seed=seed, progress=progress, device=device,
+                             command=" ".join(command or []))

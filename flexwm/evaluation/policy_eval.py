@@ -319,6 +319,30 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
     return result
 
 
+def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str, *, episodes: int = 10,
+                          seed: int = 10_000, horizon: int | None = None, flow_steps: int = 4, ac_noise: str = "sample",
+                          ac_guidance: float = 1.0, success_threshold: str | float = 0.5,
+                          calibration: str | Path | None = None, out: str | Path | None = None,
+                          device: str = "cpu") -> dict[str, Any]:
+    """`flexwm evaluate-policies`: load the model at `ckpt`, resolve the success threshold (a number or
+    "calibrated", see `resolve_threshold`) and run `evaluate_suite` into `out` (default runs/eval/NAME/
+    policy-eval-TASK/). Returns the result with "out": the folder written."""
+    from flexwm.config import check_device
+    from flexwm.envs import EMBODIMENTS
+    from flexwm.evaluation.calibrate import resolve_threshold
+    from flexwm.inference import load_run
+    from flexwm.runs import results_dir
+
+    check_device(device)
+    threshold = resolve_threshold(success_threshold, ckpt, flow_steps, calibration)
+    wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
+                  prefer_embodiment=EMBODIMENTS.get(env_name))
+    out = Path(out) if out is not None else results_dir(ckpt) / f"policy-eval-{task}"
+    res = evaluate_suite(suite, wm, env_name, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out,
+                         success_threshold=threshold)
+    return {**res, "out": str(out)}
+
+
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}

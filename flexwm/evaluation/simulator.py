@@ -2,17 +2,24 @@
 
 The policy hears an instruction from the `eval` paraphrase split by default (held out from training), so a
 success means the model understood the instruction rather than memorised a string; episode e uses
-instruction e mod len(split). Nothing is written to disk: videos come back as arrays for the report.
+instruction e mod len(split). `evaluate_policy` writes nothing to disk (videos come back as arrays);
+`evaluate_run` (behind `flexwm eval`) evaluates a model's policy task by task into a resumable result file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flexwm.config import field
+from flexwm.envs import AVDC_TASKS
 from flexwm.errors import ConfigError
 from flexwm.evaluation.stats import mean_interval, success_summary
 from flexwm.models.interface import WorldModel
@@ -134,3 +141,134 @@ def _episode(policy: RecedingHorizonPolicy, env: Any, seed: int, instruction: st
     stride = policy.planner.frame_stride
     return rec, latencies, {"real": real, "imagined": _imagined_track(plans, len(real), real.shape[1:], stride),
                             "plans": plans, "frame_stride": stride}
+
+
+# ---- a whole evaluation: `flexwm eval` ------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """What `flexwm eval` evaluates: a policy built on a model, on tasks of a simulator."""
+
+    ckpt: str = field("", help="run, checkpoint or exported model folder (for policy bc: a train-bc folder)")
+    env: str = field("metaworld", choices=("metaworld", "pusht"))
+    tasks: list[str] = field(default_factory=lambda: list(AVDC_TASKS), help="task names")
+    policy: str = field("wam", help="a name from flexwm.planning.POLICIES")
+    episodes: int = field(10, ge=1, help="episodes per task (reset seeds seed, seed + 1, ...)")
+    seed: int = field(10_000, ge=0, help="first reset seed (training data used seeds from 0)")
+    max_steps: int | None = field(None, help="episode length limit")
+    instructions: str = field("eval", choices=("eval", "train", "all", "canonical"), help="instruction split")
+    budget: str = field("auto", choices=("auto", "default", "cpu", "tiny"), help="planning budget; auto: cpu on a CPU")
+    flow_steps: int | None = field(None, help="flow sampler steps (default 4 with budget cpu, else 10)")
+    ac_noise: str = field("sample", choices=("sample", "zero"))
+    ac_guidance: float = field(1.0, ge=0.0)
+    device: str = field("cpu", help="the world model's device")
+    policy_overrides: dict = field(default_factory=dict, help="the policy's config overrides")
+    videos: int = field(0, ge=0, help="episodes per task saved as real | imagined-plan videos")
+
+
+def eval_output(out: str | Path | None, ckpt: str | Path, policy: str) -> Path:
+    """The result file of an evaluation: OUT itself if it ends in .json, else OUT/eval-POLICY.json; OUT
+    defaults to runs/eval/NAME/ (flexwm.runs.results_dir), never the model's own folder."""
+    from flexwm.runs import results_dir
+
+    out = Path(out) if out is not None else results_dir(ckpt)
+    return out if out.suffix == ".json" else out / f"eval-{policy}.json"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool = False,
+                 command: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate `cfg.policy` built on the model at `cfg.ckpt` in the real simulator, task by task: success with
+    95% CIs and latency per task, pooled and averaged. The result file (`eval_output`) is rewritten atomically
+    after every task, so an interrupted evaluation continues with `resume=True`; each task's policy and reset
+    seeds depend only on the task, so resumed == uninterrupted. Videos go to the result file's folder/report/.
+    `log` receives one line per finished task. Returns the result (with "out": the result file)."""
+    from flexwm.config import check_device, validate
+    from flexwm.envs import EMBODIMENTS
+    from flexwm.inference import load_run
+    from flexwm.io import atomic_write_json
+    from flexwm.planning import BUDGETS, POLICIES, make_policy, policy_config
+
+    if cfg.budget != "auto" and cfg.budget not in BUDGETS:
+        raise ConfigError(f"--budget {cfg.budget!r} is not a planning budget; choose auto or one of {list(BUDGETS)}")
+    validate(cfg)
+    if cfg.policy not in POLICIES:
+        raise ConfigError(f"unknown policy {cfg.policy!r}; choose one of {list(POLICIES)}")
+    if not cfg.tasks:
+        raise ConfigError("no tasks to evaluate; give --task NAME[,NAME...] or avdc")
+    budget = ("cpu" if cfg.device == "cpu" else "default") if cfg.budget == "auto" else cfg.budget
+    check_device(cfg.device)
+    try:  # a bad override fails here, before the model loads
+        policy_config(cfg.policy, cfg.policy_overrides or None, budget)
+    except ConfigError as e:
+        raise ConfigError(f"--set for policy {cfg.policy!r}: {e}") from None
+    flow_steps = cfg.flow_steps if cfg.flow_steps is not None else (4 if budget == "cpu" else 10)
+    out = eval_output(out, cfg.ckpt, cfg.policy)
+    setup = {"ckpt": str(cfg.ckpt), "policy": cfg.policy, "env": cfg.env, "episodes_per_task": cfg.episodes,
+             "seed": cfg.seed, "max_steps": cfg.max_steps, "instructions": cfg.instructions, "flow_steps": flow_steps,
+             "policy_overrides": cfg.policy_overrides, "ac_noise": cfg.ac_noise, "budget": budget,
+             "ac_guidance": cfg.ac_guidance}
+    per_task: dict[str, Any] = {}
+    if out.exists() and not resume:
+        raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
+    if out.exists():
+        try:
+            old = json.loads(out.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{out} is not a readable result file ({e}); remove it or choose another --out") from e
+        differs = sorted(k for k, v in setup.items() if _plain(old.get(k)) != _plain(v))
+        if differs:
+            raise ConfigError(f"{out} was made with other settings ({differs} differ); use the same options to "
+                              "resume, or choose another --out")
+        per_task = {t: r for t, r in old.get("per_task", {}).items() if t in cfg.tasks}
+        if per_task and log:
+            log(f"resuming: {len(per_task)} of {len(cfg.tasks)} tasks already done in {out}")
+    bc_model = wm = None
+    if cfg.policy == "bc":
+        from flexwm.planning import BCModel
+
+        bc_model = BCModel.from_pretrained(cfg.ckpt)
+    else:
+        wm = load_run(cfg.ckpt, steps=flow_steps, ac_noise=cfg.ac_noise, ac_guidance=cfg.ac_guidance,
+                      device=cfg.device, prefer_embodiment=EMBODIMENTS.get(cfg.env))
+
+    def write(done: bool) -> dict:
+        rates = [r["summary"]["rate"] for r in per_task.values()]
+        flags = [f for r in per_task.values() for f in r["success"]]
+        result = {**setup, "complete": done, "tasks": list(cfg.tasks),
+                  "average_over_tasks": float(np.mean(rates)) if rates else None,
+                  "pooled": success_summary(flags), "per_task": per_task, "command": " ".join(command or [])}
+        atomic_write_json(out, _plain(result))
+        return result
+
+    for task in cfg.tasks:
+        if task in per_task:
+            continue
+        pol = make_policy(cfg.policy, wm, cfg.policy_overrides or None, bc_model=bc_model, budget=budget)
+        r = evaluate_policy(pol, cfg.env, task, cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps,
+                            instruction_split=cfg.instructions, record_video=cfg.videos)
+        recorded = r.pop("videos", None)
+        if recorded:
+            from flexwm.evaluation.videos import save_eval_videos
+
+            save_eval_videos(out.parent, cfg.policy, task, recorded)
+        per_task[task] = _plain(r)
+        s = r["summary"]
+        if log:
+            log(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
+                f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan"
+                + (f"  mean max coverage {r['mean_max_coverage']:.1%}" if "mean_max_coverage" in r else ""))
+        write(False)
+    return {**write(True), "out": str(out)}

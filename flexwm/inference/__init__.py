@@ -1,5 +1,5 @@
-"""Inference: load a trained run as the narrow WorldModel interface and sample any mode."""
+"""Inference: load a trained model (run, checkpoint or exported folder) as the narrow WorldModel interface."""
 
-from flexwm.inference.load import load_run
+from flexwm.inference.load import export, load_run
 
-__all__ = ["load_run"]
+__all__ = ["load_run", "export"]

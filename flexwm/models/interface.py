@@ -169,9 +169,26 @@ class FlexWorldModelWrapper:
         a = self.model.adapter(self.embodiment)
         return a.action_low.float().cpu().numpy(), a.action_high.float().cpu().numpy()
 
+    @classmethod
+    def from_pretrained(cls, path: Any, *, embodiment: str | None = None, prefer_embodiment: str | None = None,
+                        device: str = "cpu", dtype: torch.dtype | None = None, **kwargs: Any) -> FlexWorldModelWrapper:
+        """Load a training run (its latest checkpoint), a checkpoint directory or an exported model folder
+        (`flexwm export`). `embodiment`: the adapter to act with (default: the model's only one, or
+        `prefer_embodiment` when it knows several); other keyword arguments go to the constructor."""
+        from flexwm.models.pretrained import load_components, pick_embodiment
+
+        model, tokenizer, text = load_components(path, device=device, dtype=dtype)
+        return cls(model, tokenizer, text, embodiment=pick_embodiment(model, path, embodiment, prefer_embodiment),
+                   **kwargs)
+
     @property
     def _param(self) -> Tensor:
         return next(self.model.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network's weights live."""
+        return self._param.device
 
     def _steps(self, steps: int | None) -> int:
         return self.steps if steps is None else int(steps)

@@ -465,11 +465,12 @@ class FlexWorldModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None) -> FlexWorldModel:
         """Load a checkpoint written by `save_pretrained` (safetensors only; pickle files are refused)."""
-        from flexwm.runs import find_latest
+        from flexwm.runs import find_latest, is_exported, resolve_model_dir
 
         directory = Path(directory)
-        if not (directory / "model.safetensors").exists() and find_latest(directory) is not None:
-            directory = find_latest(directory)  # a training run directory: its newest checkpoint
+        if is_exported(directory) or (not (directory / "model.safetensors").exists()
+                                      and find_latest(directory) is not None):
+            directory = resolve_model_dir(directory)  # a run (its newest checkpoint) or an exported folder
         data, state = load_pretrained_dir(directory, "world-model")
         if isinstance(data.get("model"), dict) and "latent_shape" in data["model"]:
             data = data["model"]  # a training checkpoint: config.json is the whole run config

@@ -259,3 +259,52 @@ class BCPlanner(Planner):
         with torch.no_grad():
             actions = self.model.predict(frame, p, text)[0]
         return Plan(actions=actions.float().cpu().numpy())
+
+
+def train_bc_run(data: str | Path, out: str | Path, preset_name: str = "cpu", *, steps: int = 4000,
+                 batch_size: int = 32, lr: float = 3e-4, heldout_every: int = 10, max_demos: int | None = None,
+                 seed: int = 0, use_proprio: bool = True, save_at: Sequence[int] = (), device: str = "cpu",
+                 progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """`flexwm train-bc`: fit the BC baseline on the success episodes of dataset `data` (every `heldout_every`-th
+    episode skipped, as `flexwm train` holds them out; 0: use all; only the first `max_demos` if given) and save
+    it to `out` with OUT/train_info.json, plus OUT/step-N snapshots at the steps in `save_at`. Returns a summary."""
+    import time
+
+    from flexwm.config import check_device
+    from flexwm.data import FlexDataset
+    from flexwm.io import atomic_write_json
+
+    out = Path(out)
+    check_device(device)
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a BC model; choose another --out or remove it")
+    snapshots = sorted({int(k) for k in save_at})
+    if any(not 1 <= k <= steps for k in snapshots):
+        raise ConfigError(f"--save-at steps {snapshots} must lie between 1 and --steps {steps}")
+    ds = FlexDataset(data)
+    idx = [i for i in range(len(ds)) if heldout_every < 2 or i % heldout_every != heldout_every - 1]
+    idx = [i for i in idx if ds.episodes[i]["outcome"] == "success"]
+    if max_demos is not None:
+        idx = idx[:max_demos]
+
+    def on_step(step: int, model: BCModel) -> None:
+        if step in snapshots:
+            model.eval()
+            model.save_pretrained(out / f"step-{step:06d}")
+            model.train()
+
+    start = time.perf_counter()
+    model, info = train_bc(ds, preset_name, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                           device=device, progress=progress, use_proprio=use_proprio,
+                           on_step=on_step if snapshots else None)
+    model.save_pretrained(out)
+    losses = info.pop("losses")
+    first, last = losses[:50], losses[-50:]
+    summary = {"out": str(out), "episodes": info["episodes"], "parameters": info["parameters"],
+               "loss_last_50": float(sum(last) / max(1, len(last)))}
+    atomic_write_json(out / "train_info.json", {
+        **info, "data": str(data), "preset": preset_name, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "use_proprio": use_proprio, "train_episodes": idx, "wall_s": time.perf_counter() - start,
+        "loss_first_50": float(sum(first) / max(1, len(first))), "loss_last_50": summary["loss_last_50"],
+        "snapshots": [f"step-{k:06d}" for k in snapshots], "losses": losses[::10], "command": " ".join(command or [])})
+    return summary

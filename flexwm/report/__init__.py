@@ -5,9 +5,13 @@ fonts or stylesheets), so the page opens anywhere without a network. It is rebui
 
     RUN/run_config.json, RUN/command.json     the exact config and the commands that produced the run
     RUN/metrics.jsonl                         training curves
-    RUN/eval-*.json                           real-simulator success per way to act (flexwm eval), latency
-    RUN/policy-eval-*/policy_eval.json + .png closed-loop policy evaluation (flexwm evaluate-policies)
     RUN/report/rollouts.json + *.webm         real vs imagined videos (made by `make_rollouts`, cached)
+    EVAL/eval-*.json                          real-simulator success per way to act (flexwm eval), latency
+    EVAL/policy-eval-*/policy_eval.json + .png closed-loop policy evaluation (flexwm evaluate-policies)
+    EVAL/report/eval_videos.json + *.webm     real | imagined-plan videos of evaluation episodes
+
+EVAL is each evaluation output folder given (`flexwm report RUN --results DIR`), by default runs/eval/NAME/
+(where flexwm eval writes by default), and the run itself (where older versions and `flexwm demo` write).
 
 A small inline script checks that every video can be decoded and records the result in
 `<body data-videos-ok=... data-videos-failed=...>` (used by the browser test); it loads nothing.
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from flexwm.errors import ConfigError
+from flexwm.evaluation.videos import encode_webm, save_eval_videos, upscale, write_bytes
 from flexwm.io import atomic_write_json, atomic_write_text
 
 __all__ = ["build_report", "make_rollouts", "encode_webm", "save_eval_videos"]
@@ -33,21 +38,8 @@ __all__ = ["build_report", "make_rollouts", "encode_webm", "save_eval_videos"]
 # ---- inputs --------------------------------------------------------------------------------------------------
 
 
-def encode_webm(frames: np.ndarray, fps: int = 10) -> bytes:
-    """uint8 (T, H, W, 3) -> WebM (VP9) bytes, which every browser plays."""
-    from flexwm.data.video import encode_frames
-
-    buf = io.BytesIO()
-    encode_frames(np.asarray(frames, dtype=np.uint8), buf, container_format="webm", codec="libvpx-vp9",
-                  rate=int(fps), options={"crf": "30", "b:v": "0", "deadline": "realtime", "cpu-used": "8"})
-    return buf.getvalue()
-
-
-def _upscale(frames: np.ndarray, k: int) -> np.ndarray:
-    return frames.repeat(k, axis=-3).repeat(k, axis=-2) if k > 1 else frames
-
-
-def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4, scale: int = 3) -> list[dict]:
+def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4, scale: int = 3,
+                  device: str = "cpu") -> list[dict]:
     """Real vs imagined videos on held-out episodes of the run's data, written to RUN/report/.
 
     Action-conditioned: the model gets the episode's first frame and its real actions and imagines the rest
@@ -70,7 +62,7 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
     if not split_path.exists():
         raise ConfigError(f"{run_dir} has no split.json; pass a training run directory (flexwm train --out)")
     split = json.loads(split_path.read_text())
-    wm = load_run(run_dir, steps=steps)
+    wm = load_run(run_dir, steps=steps, device=device)
     g = torch.Generator().manual_seed(seed)
     S = wm.frame_stride
     items: list[dict] = []
@@ -97,7 +89,7 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
             k = min(len(real), len(imagined))
             side = np.concatenate([real[:k], imagined[:k]], axis=2)  # real | imagined
             name = f"ac-ds{d.__hash__() & 0xffff:04x}-ep{i}.webm"
-            atomic_write_bytes_(out_dir / name, encode_webm(_upscale(side, scale), fps=4))
+            write_bytes(out_dir / name, encode_webm(upscale(side, scale), fps=4))
             item = {"kind": "ac", "file": name, "episode": i, "dataset": d, "outcome": meta["outcome"],
                     "task": meta["env_task"], "frames": int(k), "env_steps_per_frame": S, "heldout": is_held}
             instr = meta["instruction"]
@@ -107,36 +99,13 @@ def make_rollouts(run_dir: str | Path, n: int = 3, seed: int = 0, steps: int = 4
                     plan = wm.decode(lat[0, 0]).numpy()
                 first = np.repeat(ep.frames[:1], len(plan), 0)
                 wname = name.replace("ac-", "wam-")
-                atomic_write_bytes_(out_dir / wname, encode_webm(_upscale(np.concatenate([first, plan], 2), scale),
+                write_bytes(out_dir / wname, encode_webm(upscale(np.concatenate([first, plan], 2), scale),
                                                                  fps=2))
                 item["wam"] = {"file": wname, "instruction": instr,
                                "actions": np.round(acts[0, 0].numpy(), 3).tolist()}
             items.append(item)
     atomic_write_json(index_path, items)
     return items
-
-
-def save_eval_videos(run_dir: str | Path, policy: str, task: str, videos: list[dict], scale: int = 3) -> None:
-    """Real-simulator episodes (from evaluate_policy(record_video=k)) as real | imagined-plan videos, listed in
-    RUN/report/eval_videos.json for the report. Imagined frames are black where no plan covered that step."""
-    out_dir = Path(run_dir) / "report"
-    index = out_dir / "eval_videos.json"
-    items = [v for v in (json.loads(index.read_text()) if index.exists() else [])
-             if not (v["policy"] == policy and v["task"] == task)]
-    for v in videos:
-        real, imag = np.asarray(v["real"]), np.asarray(v["imagined"])
-        name = f"eval-{policy}-{task}-ep{v['episode']}.webm"
-        atomic_write_bytes_(out_dir / name, encode_webm(_upscale(np.concatenate([real, imag], 2), scale), fps=20))
-        items.append({"policy": policy, "task": task, "episode": int(v["episode"]), "file": name,
-                      "frames": int(len(real)), "plans": len(v.get("plans", []))})
-    atomic_write_json(index, items)
-
-
-def atomic_write_bytes_(path: Path, data: bytes) -> None:
-    from flexwm.io import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
 
 
 # ---- plots ---------------------------------------------------------------------------------------------------
@@ -313,28 +282,43 @@ def _policy_evals(run_dir: Path) -> list[dict]:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, rollouts: int = 3,
-                 progress: bool = True) -> Path:
-    """Write RUN/report.html (or `out`) from the run's saved results. Returns the path."""
+                 progress: bool = True, results: list[str | Path] | None = None, device: str = "cpu") -> Path:
+    """Write RUN/report.html (or `out`) from the run's saved results. Returns the path.
+
+    Evaluations are read from the run itself and from each folder in `results` (the --out folders of flexwm
+    eval / evaluate-policies); by default from runs/eval/NAME/ when it exists (flexwm.runs.results_dir)."""
     import jinja2
 
+    from flexwm.config import check_device
     from flexwm.metrics import read_metrics
+    from flexwm.runs import results_dir
 
+    check_device(device)
     run_dir = Path(run_dir)
     if not (run_dir / "run_config.json").exists():
         raise ConfigError(f"{run_dir} is not a training run (no run_config.json); pass the --out of flexwm train")
-    items = make_rollouts(run_dir, n=rollouts) if rollouts > 0 else []
-    b64 = lambda name: base64.b64encode((run_dir / "report" / name).read_bytes()).decode()  # noqa: E731
+    if results is None:
+        results = [results_dir(run_dir)] if results_dir(run_dir).is_dir() else []
+    missing = [str(r) for r in results if not Path(r).is_dir()]
+    if missing:
+        raise ConfigError(f"--results {missing}: no such folder; pass the --out folders of flexwm eval")
+    sources = [run_dir] + [Path(r) for r in results if Path(r).resolve() != run_dir.resolve()]
+    items = make_rollouts(run_dir, n=rollouts, device=device) if rollouts > 0 else []
+    b64 = lambda name, d=run_dir: base64.b64encode((d / "report" / name).read_bytes()).decode()  # noqa: E731
     ac = [{**r, "data": b64(r["file"])} for r in items]
     wam = [{**r["wam"], "data": b64(r["wam"]["file"])} for r in items if "wam" in r]
-    ev_index = run_dir / "report" / "eval_videos.json"
-    eval_videos = [{**v, "data": b64(v["file"])} for v in json.loads(ev_index.read_text())] if ev_index.exists() else []
+    eval_videos = []
+    for d in sources:
+        ev_index = d / "report" / "eval_videos.json"
+        if ev_index.exists():
+            eval_videos += [{**v, "data": b64(v["file"], d)} for v in json.loads(ev_index.read_text())]
     metrics = run_dir / "metrics.jsonl"
     commands = json.loads((run_dir / "command.json").read_text()) if (run_dir / "command.json").exists() else []
     page = jinja2.Environment(autoescape=True).from_string(_TEMPLATE).render(
         name=run_dir.name, run_dir=str(run_dir), built=time.strftime("%Y-%m-%d %H:%M"),
         rollouts=ac, wam=wam, eval_videos=eval_videos, n_videos=len(ac) + len(wam) + len(eval_videos),
-        evals=_evals(run_dir),
-        policy_evals=_policy_evals(run_dir), curves=_curves(read_metrics(metrics)) if metrics.exists() else None,
+        evals=[e for d in sources for e in _evals(d)], policy_evals=[p for d in sources for p in _policy_evals(d)],
+        curves=_curves(read_metrics(metrics)) if metrics.exists() else None,
         commands=[{"time": c["time"], "argv": " ".join(c["argv"])} for c in commands],
         config=json.dumps(json.loads((run_dir / "run_config.json").read_text()), indent=2))
     path = Path(out) if out else run_dir / "report.html"

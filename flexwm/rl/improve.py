@@ -31,6 +31,7 @@ import copy
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -309,3 +310,61 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
                           "task": task, "instruction": instruction, "execute": execute, "iterations": log,
                           "wall_s": sum(r["wall_s"] for r in log),
                           "native_steps": sum(r["native_steps"] for r in log)}
+
+
+def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig | None = None, *,
+                ckpt: str | Path | None = None, real: bool = False, env_name: str = "metaworld", flow_steps: int = 4,
+                data: str | Path | None = None, device: str = "cpu", progress: bool = False,
+                command: list[str] | None = None) -> dict[str, Any]:
+    """`flexwm improve`: improve the BC model in folder `bc` on `task` by RL in the world model at `ckpt` (or in
+    the real simulator with `real`), and write the improved model and OUT/improve_log.json to `out`. With
+    `cfg.start == "dataset"`, imagined branches start from frames of `data`'s episodes of the task (the run's
+    held-out episodes excluded). Returns the log."""
+    import json
+
+    from flexwm.config import check_device
+    from flexwm.io import atomic_write_json
+    from flexwm.planning import BCModel
+
+    check_device(device)
+    cfg = cfg or ImproveConfig()
+    out = Path(out)
+    if (ckpt is None) == (not real):
+        raise ConfigError("give --ckpt RUN (train in imagination) or --real (train in the simulator), not both")
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a model; choose another --out or remove it")
+    policy = BCModel.from_pretrained(bc)
+    wm = None
+    if ckpt is not None:
+        from flexwm.inference import load_run
+
+        wm = load_run(ckpt, steps=flow_steps, device=device)
+    kw: dict[str, Any] = {}
+    if cfg.start == "dataset":
+        if data is None or ckpt is None:
+            raise ConfigError("--set start=dataset needs --ckpt RUN and --data DATA (the frames to branch from)")
+        from flexwm.data import FlexDataset
+        from flexwm.runs import run_heldout
+
+        ds = FlexDataset(data)
+        try:
+            held = set(run_heldout(ckpt, data, "improve --set start=dataset")[1])
+        except ConfigError:
+            held = set()  # a dataset the run was not trained on: every episode is new to it
+        kw = {"dataset": ds, "episodes": [i for i, e in enumerate(ds.episodes) if e["env_task"] == task
+                                          and i not in held]}
+        if not kw["episodes"]:
+            raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
+    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress, **kw)
+    model.save_pretrained(out)
+    log = {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(command or [])}
+    atomic_write_json(out / "improve_log.json", json.loads(json.dumps(log, default=_jsonable)))
+    return log
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,3 +158,26 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
     return pol.eval(), {"config": to_dict(cfg), "backend": "imagination" if imagine else "real", "task": task,
                         "execute": execute, "iterations": log, "wall_s": sum(r["wall_s"] for r in log),
                         "native_steps": sum(r["native_steps"] for r in log)}
+
+
+def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConfig | None = None, *,
+                  real: bool = False, env_name: str = "metaworld", flow_steps: int = 4, device: str = "cpu",
+                  progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """`flexwm steer-wam`: learn a noise policy for the WAM of the model at `ckpt` on `task` (in imagination, or
+    in the real simulator with `real`) and save it to `out` with its log. Returns the log."""
+    import json
+
+    from flexwm.config import check_device
+    from flexwm.envs import EMBODIMENTS
+    from flexwm.inference import load_run
+    from flexwm.rl.improve import _jsonable
+
+    check_device(device)
+    out = Path(out)
+    if (out / "model.safetensors").exists():
+        raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
+    wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=EMBODIMENTS.get(env_name))
+    pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress)
+    pol.save_pretrained(out, json.loads(json.dumps({"log": log, "run": str(ckpt), "command": " ".join(command or [])},
+                                                   default=_jsonable)))
+    return log

@@ -98,6 +98,48 @@ def preset(name: str, **overrides: Any) -> RunConfig:
     return from_dict(RunConfig, merged)
 
 
+def run_config(preset_name: str = "cpu", *, data: list[str] | None = None, variant: str | None = None,
+               config_file: str | Path | None = None, overrides: list[str] = (), steps: int | None = None,
+               seed: int | None = None, device: str | None = None) -> RunConfig:
+    """The RunConfig of `flexwm train`: the preset, then the fields of `config_file` (JSON/YAML), then the
+    arguments (data, variant, device: the run's, its training loop's and its text encoder's; seed; steps), then
+    `--set` overrides (`flexwm.config.apply_overrides`)."""
+    import yaml
+
+    from flexwm.config import apply_overrides, merge
+
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        merged = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(merged, dict):
+            raise ConfigError(f"{path} must hold a mapping of RunConfig fields")
+    args: dict[str, Any] = {}
+    if data:
+        args["data"] = [str(d) for d in data]
+    if variant is not None:
+        args["model"] = {"variant": variant}
+    if device is not None:
+        args.update(device=device, train={"device": device}, text={"device": device})
+    if seed is not None:
+        args["seed"] = seed
+    if steps is not None:
+        args.setdefault("train", {})["steps"] = steps
+    cfg = preset(preset_name, **merge(merged, args))
+    return apply_overrides(cfg, list(overrides)) if overrides else cfg
+
+
+def check_run_devices(cfg: RunConfig) -> None:
+    """A clear ConfigError (naming the fix) when the config asks for a device this machine lacks, e.g. preset gpu
+    on a machine without CUDA."""
+    from flexwm.config import check_device
+
+    for key, dev in (("device", cfg.device), ("train.device", cfg.train.device), ("text.device", cfg.text.device)):
+        check_device(dev, f"config key {key!r} of preset {cfg.preset!r}:")
+
+
 # ---- data preparation --------------------------------------------------------------------------------------
 
 
@@ -434,6 +476,7 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.glob("checkpoints/step-*")) and not resume:
         raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
+    check_run_devices(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = ddp_setup(cfg.train.device)
     if command is not None and rank == 0:

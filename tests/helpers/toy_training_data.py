@@ -33,3 +33,14 @@ def write_toy_dataset(root: Path, n: int = 12) -> Path:
         for i, outcome in enumerate((["success", "failure", "play"] * n)[:n]):
             w.add(toy_episode(i, outcome))
     return root
+
+
+def tiny_run(root: Path, n: int = 12, steps: int = 4) -> Path:
+    """A tiny training run (toy data, tiny preset) in root/run; its data in root/toy."""
+    from flexwm.training.run import preset, train_world_model
+
+    write_toy_dataset(root / "toy", n)
+    cfg = preset("tiny", data=[str(root / "toy")], tokenizer={"image_size": 32}, tokenizer_steps=10,
+                 train={"steps": steps, "ckpt_every": steps, "log_every": steps})
+    train_world_model(cfg, root / "run", progress=False)
+    return root / "run"
