@@ -68,11 +68,13 @@ def collect(
 
 @data_app.command("info")
 def data_info(root: Path = typer.Argument(..., help="dataset directory"),
-              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+              as_json: bool = typer.Option(False, "--json", help="print JSON"),
+              camera: str | None = typer.Option(None, help="camera to read when the dataset has several"),
+              outcome: str | None = typer.Option(None, help="outcome of unlabelled episodes: unlabelled | success-column | last-frame | success")) -> None:
     """Episodes by task, outcome, source and embodiment."""
     from flexwm.data.inspect import dataset_info, format_info
 
-    info = dataset_info(root)
+    info = dataset_info(root, camera=camera, outcome=outcome)
     if as_json:
         _echo_json(info)
     else:
@@ -82,21 +84,24 @@ def data_info(root: Path = typer.Argument(..., help="dataset directory"),
 @data_app.command("preview")
 def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
                  out: Path | None = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
-                 episodes: int = typer.Option(16, help="episodes in the grid")) -> None:
+                 episodes: int = typer.Option(16, help="episodes in the grid"),
+                 camera: str | None = typer.Option(None, help="camera to read when the dataset has several"),
+                 outcome: str | None = typer.Option(None, help="outcome of unlabelled episodes: unlabelled | success-column | last-frame | success")) -> None:
     """Write a video grid of episodes."""
     from flexwm.data.inspect import write_preview
 
     out = out or Path(root) / "preview.mp4"
-    write_preview(root, out, n_episodes=episodes)
+    write_preview(root, out, n_episodes=episodes, camera=camera, outcome=outcome)
     typer.echo(f"wrote {out}")
 
 
 @data_app.command("verify")
-def data_verify(root: Path = typer.Argument(..., help="dataset directory")) -> None:
+def data_verify(root: Path = typer.Argument(..., help="dataset directory"),
+                camera: str | None = typer.Option(None, help="camera to read when the dataset has several")) -> None:
     """Decode and check every episode; exit 1 if any is damaged."""
     from flexwm.data import verify
 
-    report = verify(root)
+    report = verify(root, camera=camera)
     _echo_json(report if isinstance(report, dict) else {"report": str(report)})
     if isinstance(report, dict) and report.get("damaged"):
         raise typer.Exit(1)
@@ -112,6 +117,9 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="override, e.g. --set train.steps=500 (repeatable)"),
     steps: int | None = typer.Option(None, help="shortcut for --set train.steps=N"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    camera: str | None = typer.Option(None, help="camera to read from datasets that have several"),
+    outcome: str | None = typer.Option(None, help="outcome of episodes without flexwm labels: unlabelled | "
+                                       "success-column | last-frame | success"),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
     import yaml
@@ -120,7 +128,8 @@ def train(
     from flexwm.training.run import RunConfig, train_world_model
     from flexwm.training.run import preset as run_preset
 
-    overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant}}
+    overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant},
+                       **{k: v for k, v in (("camera", camera), ("outcome", outcome)) if v is not None}}
     if config is not None:
         file_cfg = yaml.safe_load(config.read_text()) or {}
         if not isinstance(file_cfg, dict):

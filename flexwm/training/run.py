@@ -39,13 +39,19 @@ from flexwm.models import world_model as wm_mod
 from flexwm.training.checkpoint import find_latest
 from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 
-OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2}
+# unlabelled (a dataset flexwm did not write, outcome not declared): trained like play, minus the success heads
+OUTCOME_CODE = {"success": 0, "failure": 1, "play": 2, "unlabelled": 3}
+UNLABELLED = OUTCOME_CODE["unlabelled"]
 
 
 @dataclass
 class RunConfig:
     preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
+    camera: str | None = field(None, help="camera (video feature) to read from datasets that have several")
+    outcome: str | None = field(
+        None, help="outcome of episodes without flexwm labels: labels | unlabelled | success-column | last-frame | "
+                   "success (flexwm.data.plain)")
     seed: int = 0
     device: str = "cpu"
     tokenizer: tok_mod.TokenizerConfig = field(default_factory=lambda: tok_mod.preset("cpu"))
@@ -152,7 +158,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
 
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR (one or more dataset directories)")
-    datasets = [FlexDataset(d) for d in cfg.data]
+    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome) for d in cfg.data]
     for d, ds in zip(cfg.data, datasets):
         if len(ds) == 0:
             raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")
@@ -299,7 +305,11 @@ def loss_fn(net: torch.nn.Module, groups: list[dict], generator: torch.Generator
     total = sum(len(g["outcome"]) for g in groups)
     loss, metrics = 0.0, {}
     for g in groups:
-        modes = flow.sample_modes(len(g["outcome"]), g["outcome"], model.cfg, generator)
+        codes = g["outcome"]
+        modes = flow.sample_modes(len(codes), torch.where(codes == UNLABELLED, OUTCOME_CODE["play"], codes),
+                                  model.cfg, generator)
+        # an unlabelled episode's success is unknown: the success/progress heads never learn from it
+        modes = dataclasses.replace(modes, train_heads=modes.train_heads & (codes != UNLABELLED))
         lg, mg = flow.flex_loss(_Forward(net, model), g, modes, generator)
         w = len(g["outcome"]) / total
         loss = loss + w * lg
