@@ -181,8 +181,12 @@ def read_tasks(root: Path) -> list[str] | None:
     """meta/tasks.parquet as a list indexed by task_index (None if it cannot be read)."""
     try:
         table = pq.read_table(Path(root) / TASKS_PATH)
-        idx, names = table["task_index"].to_pylist(), table["task"].to_pylist()
-    except (OSError, pa.ArrowException, KeyError):
+        # the task strings are pandas' index: named `task` when flexwm writes it, `__index_level_0__` as
+        # LeRobot's tools write it (an unnamed index)
+        index = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}")).get("index_columns") or []
+        name = next((c for c in ["task", *index] if isinstance(c, str) and c in table.column_names), "task")
+        idx, names = table["task_index"].to_pylist(), table[name].to_pylist()
+    except (OSError, pa.ArrowException, KeyError, ValueError):
         return None
     if sorted(idx) != list(range(len(idx))):
         return None

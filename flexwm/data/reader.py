@@ -31,7 +31,6 @@ from flexwm.data.lerobot import (
     LEGACY_ENV_STATE_KEY,
     STATE_KEY,
     SUCCESS_KEY,
-    TASKS_PATH,
     VIDEO_SHA_COLUMN,
     chunk_file,
     data_path,
@@ -480,10 +479,7 @@ def verify(root: str | Path, *, camera: str | None = None, outcome: str | None =
     if (on_disk.get("total_episodes"), on_disk.get("total_frames")) != (len(ds), ds.num_frames):
         notes.append(f"info.json totals ({on_disk.get('total_episodes')} episodes, {on_disk.get('total_frames')} "
                      f"frames) are stale; meta/episodes (the source of truth) says {len(ds)} / {ds.num_frames}")
-    try:
-        stored = pq.read_table(ds.root / TASKS_PATH)["task"].to_pylist()
-    except (OSError, pa.ArrowException, KeyError):
-        stored = None
+    stored = plain.read_tasks(ds.root)
     if tasks and stored != tasks:
         notes.append("meta/tasks.parquet differs from the tasks in meta/episodes (the source of truth)")
     orphans = find_orphans(ds.root, len(ds), int(on_disk["chunks_size"])) if ds.flexwm_layout else []

@@ -144,8 +144,12 @@ def write_lerobot_dataset(root: Path, *, size: tuple[int, int] = (32, 48), camer
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows), path)
 
-    tasks = pa.table({"task_index": pa.array(range(len(TASKS)), pa.int64()), "task": list(TASKS)})
-    pq.write_table(tasks, root / "meta/tasks.parquet")
+    # as LeRobot's dataset tools write it: the task strings are pandas' unnamed index (reversed order here)
+    index = "__index_level_0__"
+    pandas_meta = {"index_columns": [index], "columns": [{"name": "task_index", "field_name": "task_index"},
+                                                          {"name": None, "field_name": index}]}
+    tasks = pa.table({"task_index": pa.array(range(len(TASKS)), pa.int64())[::-1], index: list(TASKS)[::-1]})
+    pq.write_table(tasks.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), root / "meta/tasks.parquet")
 
     def video(cam: str) -> dict:
         return {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
