@@ -247,3 +247,44 @@ def test_old_datasets_still_read_and_resume(tmp_path):
     assert stats["observation.images.main"]["count"] == [sum(make_episode(i).length for i in range(4))]
     assert "q50" in stats["observation.env_state"]
     assert verify(root)["damaged"] == []
+
+
+def test_an_episode_late_in_a_packed_mp4_is_reached_by_seeking(tmp_path, monkeypatch):
+    """Reading the last episode of a long file decodes one group of pictures before it, not the whole file."""
+    import types
+    from fractions import Fraction
+
+    import av
+
+    from flexwm.data import video as video_mod
+
+    n, gop = 400, 10
+    clip = np.zeros((n, 16, 16, 3), np.uint8)
+    clip[:, :, :] = (10 + 6 * (np.arange(n) % 40))[:, None, None, None]
+    path = tmp_path / "long.mp4"
+    video_mod.encode_frames(clip, str(path), container_format="mp4", codec="libx264", rate=Fraction(10, 1),
+                            options={"crf": "18", "g": str(gop), "bf": "0"})
+    decoded = []
+
+    class Counting:
+        def __init__(self, container):
+            self._c = container
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._c.close()
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def decode(self, *args, **kwargs):
+            for frame in self._c.decode(*args, **kwargs):
+                decoded.append(frame.pts)
+                yield frame
+
+    monkeypatch.setattr(video_mod, "av", types.SimpleNamespace(open=lambda *a, **k: Counting(av.open(*a, **k))))
+    got = video_mod.decode_video(path, from_timestamp=(n - 12) / 10, to_timestamp=(n - 2) / 10)
+    assert len(got) == 10 and np.allclose(got[:, 4:12, 4:12].mean(axis=(1, 2, 3)), clip[n - 12:n - 2, 0, 0, 0], atol=3)
+    assert len(decoded) <= 10 + gop + 1, len(decoded)  # not the n - 2 frames a read from the start needs
