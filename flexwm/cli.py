@@ -120,6 +120,7 @@ def train(
     camera: str | None = typer.Option(None, help="camera to read from datasets that have several"),
     outcome: str | None = typer.Option(None, help="outcome of episodes without flexwm labels: unlabelled | "
                                        "success-column | last-frame | success"),
+    resize: int | None = typer.Option(None, help="scale frames to this square size (e.g. 64 for 480x640 data)"),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
     import yaml
@@ -129,7 +130,8 @@ def train(
     from flexwm.training.run import preset as run_preset
 
     overrides: dict = {"data": [str(d) for d in data], "model": {"variant": variant},
-                       **{k: v for k, v in (("camera", camera), ("outcome", outcome)) if v is not None}}
+                       **{k: v for k, v in (("camera", camera), ("outcome", outcome), ("resize", resize))
+                          if v is not None}}
     if config is not None:
         file_cfg = yaml.safe_load(config.read_text()) or {}
         if not isinstance(file_cfg, dict):

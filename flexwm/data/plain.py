@@ -79,6 +79,17 @@ def check_outcome_rule(outcome: str | None) -> str:
     return rule
 
 
+def check_image_size(size: int | tuple[int, int] | list[int] | None, stored: tuple[int, int]
+                     ) -> tuple[int, int] | None:
+    """The (H, W) frames are scaled to on decoding, or None to keep the stored size."""
+    if size is None:
+        return None
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if len(hw) != 2 or not all(isinstance(v, int) and v >= 8 for v in hw):
+        raise ConfigError(f"image size {size!r} must be an integer >= 8 or (height, width)")
+    return None if tuple(hw) == tuple(stored) else (int(hw[0]), int(hw[1]))
+
+
 def cameras_of(info: dict) -> list[str]:
     return [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
 

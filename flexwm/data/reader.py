@@ -9,6 +9,7 @@ by a kill between files is harmless, and data/video files without metadata (orph
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -208,16 +209,21 @@ class FlexDataset:
 
     camera: the video feature to read (needed when a dataset has several); outcome: how episodes without flexwm
     labels are labelled (flexwm.data.plain.OUTCOME_RULES); embodiment: the name given to a dataset's robot
-    (default: info.json's robot_type).
+    (default: info.json's robot_type); image_size: frames are scaled to this size (H, W) or square side when
+    decoded (datasets from the hub are often 480x640; flexwm's presets train at 64x64).
     """
 
     def __init__(self, root: str | Path, *, camera: str | None = None, outcome: str | None = None,
-                 embodiment: str | None = None):
+                 embodiment: str | None = None, image_size: int | tuple[int, int] | None = None):
         self.root = Path(root)
         info = read_info(self.root)
         self._info = info
         self.outcome_rule = plain.check_outcome_rule(outcome)
         self.layout = plain.resolve_layout(self.root, info, camera, embodiment)
+        self.stored_image_size = self.layout.image_size
+        self._resize = plain.check_image_size(image_size, self.stored_image_size)
+        if self._resize is not None:
+            self.layout = dataclasses.replace(self.layout, image_size=self._resize)
         self.flexwm_layout = is_flexwm_layout(self.root, info)
         if self.flexwm_layout:
             rows = read_episode_rows(self.root, info)
@@ -232,6 +238,9 @@ class FlexDataset:
                        if self.outcome_rule == "success-column" else [None] * len(rows))
         self.episodes: list[dict[str, Any]] = [plain.label_episode(r, self.outcome_rule, self.layout, s)
                                                for r, s in zip(rows, any_success)]
+        if self._resize is not None:
+            for ep in self.episodes:
+                ep["image_size"] = list(self._resize)  # part of the episode's identity for caches
         self._tasks = tasks
         self.num_frames = int(sum(int(r["length"]) for r in rows))
         self.meta = with_totals(info, len(rows), self.num_frames, len(self._tasks))
@@ -405,12 +414,12 @@ class FlexDataset:
                                f"written with it; {_fix_hint(self.root)}")
         try:
             if self._one_per_file:  # the whole file is the episode: extra frames are damage, not a neighbour
-                return decode_video(path, size=self.image_size)
+                return decode_video(path, size=self.stored_image_size, resize=self._resize)
             cam = self.layout.camera
             start = float(ep[f"videos/{cam}/from_timestamp"])
             end = float(ep[f"videos/{cam}/to_timestamp"])
-            return decode_video(path, size=self.image_size, from_timestamp=start, to_timestamp=end + 0.5 / self.fps,
-                                max_frames=int(ep["length"]))
+            return decode_video(path, size=self.stored_image_size, from_timestamp=start,
+                                to_timestamp=end + 0.5 / self.fps, max_frames=int(ep["length"]), resize=self._resize)
         except Exception as e:  # av raises many error types (InvalidDataError, EOFError, ValueError, ...)
             raise DatasetError(f"{self.root}: episode {i}'s video {path} cannot be decoded ({type(e).__name__}: "
                                f"{e}); {_fix_hint(self.root)}") from e

@@ -56,14 +56,16 @@ def encode_frames(frames: np.ndarray, target: Any, *, container_format: str, cod
 
 
 def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_timestamp: float = 0.0,
-                 to_timestamp: float | None = None, max_frames: int | None = None) -> np.ndarray:
+                 to_timestamp: float | None = None, max_frames: int | None = None,
+                 resize: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an mp4 to uint8 (T, H, W, 3): the frames with from_timestamp <= ts < to_timestamp (half a frame
     period of tolerance), at most `max_frames` of them.
 
     A file holding many episodes (as LeRobot packs them) is entered by seeking to the last keyframe at or
     before `from_timestamp`, so reading an episode decodes at most one group of pictures before it, not the
     file from its start; decoding stops once the episode's frames are read. Any codec the ffmpeg build inside
-    PyAV decodes works (h264, AV1, ...). `size` = (H, W) crops the padding `encode_video` added to odd sizes.
+    PyAV decodes works (h264, AV1, ...). `size` = (H, W) crops the padding `encode_video` added to odd sizes;
+    `resize` = (H, W) instead scales each whole decoded frame to that size (area averaging when shrinking).
     Raises the decoder's own errors (av.FFmpegError, OSError); the dataset reader turns them into a
     DatasetError naming the episode.
     """
@@ -81,12 +83,15 @@ def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_tim
                 continue
             if to_timestamp is not None and ts >= to_timestamp - half:
                 break
-            out.append(frame.to_ndarray(format="rgb24"))
+            if resize is None:
+                out.append(frame.to_ndarray(format="rgb24"))
+            else:
+                out.append(frame.to_ndarray(format="rgb24", width=resize[1], height=resize[0], interpolation="AREA"))
             if max_frames is not None and len(out) >= max_frames:
                 break
     if not out:
-        return np.zeros((0, *(size or (0, 0)), 3), np.uint8)
+        return np.zeros((0, *(resize or size or (0, 0)), 3), np.uint8)
     arr = np.stack(out)
-    if size is not None:
+    if size is not None and resize is None:
         arr = arr[:, : size[0], : size[1]]
     return arr

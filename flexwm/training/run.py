@@ -49,6 +49,8 @@ class RunConfig:
     preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
     camera: str | None = field(None, help="camera (video feature) to read from datasets that have several")
+    resize: int | None = field(None, help="scale every dataset's frames to this square size when decoding "
+                                          "(datasets from the hub are often 480x640)")
     outcome: str | None = field(
         None, help="outcome of episodes without flexwm labels: labels | unlabelled | success-column | last-frame | "
                    "success (flexwm.data.plain)")
@@ -158,7 +160,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
 
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR (one or more dataset directories)")
-    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome) for d in cfg.data]
+    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome, image_size=cfg.resize) for d in cfg.data]
     for d, ds in zip(cfg.data, datasets):
         if len(ds) == 0:
             raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")

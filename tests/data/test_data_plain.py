@@ -288,3 +288,15 @@ def test_an_episode_late_in_a_packed_mp4_is_reached_by_seeking(tmp_path, monkeyp
     got = video_mod.decode_video(path, from_timestamp=(n - 12) / 10, to_timestamp=(n - 2) / 10)
     assert len(got) == 10 and np.allclose(got[:, 4:12, 4:12].mean(axis=(1, 2, 3)), clip[n - 12:n - 2, 0, 0, 0], atol=3)
     assert len(decoded) <= 10 + gop + 1, len(decoded)  # not the n - 2 frames a read from the start needs
+
+
+def test_frames_can_be_scaled_on_decoding(packed):
+    ds = FlexDataset(packed, camera=TOP, image_size=16)
+    assert ds.image_size == (16, 16) and ds.stored_image_size == (32, 48) and ds.episodes[0]["image_size"] == [16, 16]
+    ep = ds.load_episode(3)
+    assert ep.frames.shape == (LENGTHS[3], 16, 16, 3)
+    want = frames(TOP, 3, 32, 48).reshape(LENGTHS[3], 16, 2, 16, 3, 3).mean(axis=(2, 4))  # area average
+    assert np.abs(ep.frames - want).mean() < 4.0
+    assert FlexDataset(packed, camera=TOP, image_size=(32, 48)).episodes[0].get("image_size") is None  # no-op
+    with pytest.raises(ConfigError, match="image size 3 must be"):
+        FlexDataset(packed, camera=TOP, image_size=3)

@@ -64,16 +64,18 @@ def test_declared_successes_train_the_wam(plain, tmp_path, monkeypatch):
     assert {"wam", "policy"} & set(names) and keep.any()
 
 
-def test_cli_train_on_a_plain_dataset(plain, tmp_path):
+def test_cli_train_on_a_plain_dataset(tmp_path):
     from typer.testing import CliRunner
 
     from flexwm.cli import app
 
-    args = ["train", "--data", str(plain), "--out", str(tmp_path / "r"), "--preset", "tiny", "--steps", "2",
-            "--set", "tokenizer_steps=3", "--set", "tokenizer.image_size=32", "--set", "train.ckpt_every=2"]
+    wide = write_lerobot_dataset(tmp_path / "wide", size=(32, 48))  # trained at 32x32 with --resize
+    args = ["train", "--data", str(wide), "--out", str(tmp_path / "r"), "--preset", "tiny", "--steps", "2",
+            "--set", "tokenizer_steps=3", "--set", "tokenizer.image_size=32", "--set", "train.ckpt_every=2",
+            "--resize", "32"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code != 0 and "choose one with --camera" in str(r.output) + str(r.exception)
     r = CliRunner().invoke(app, [*args, "--camera", TOP, "--outcome", "success"])
     assert r.exit_code == 0, str(r.output) + str(r.exception)
     saved = json.loads((tmp_path / "r/run_config.json").read_text())
-    assert (saved["camera"], saved["outcome"]) == (TOP, "success")
+    assert (saved["camera"], saved["outcome"], saved["resize"]) == (TOP, "success", 32)
