@@ -7,7 +7,7 @@ LeRobot packs many episodes into each data parquet and each mp4; its meta/episod
 instructions. Features are read by LeRobot's names:
 
     camera       any `video` feature (`camera=`; the default when there is exactly one)
-    proprio      observation.state (absent: 0 dims)
+    proprio      observation.state (absent: one constant 0, as the model takes a proprio input)
     env state    flexwm.env_state, observation.env_state (older flexwm) or observation.environment_state
     action       action
     success      next.success (when present)
@@ -137,7 +137,7 @@ def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment
     state_key = STATE_KEY if STATE_KEY in feats else None
     env_key = next((k for k in ENV_STATE_KEYS if k in feats), None)
     fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
-    dims = {"action_dim": _dim(feats[ACTION_KEY]), "proprio_dim": _dim(feats[state_key]) if state_key else 0,
+    dims = {"action_dim": _dim(feats[ACTION_KEY]), "proprio_dim": _dim(feats[state_key]) if state_key else 1,
             "state_dim": _dim(feats[env_key]) if env_key else 0}
     if fx:  # flexwm's own block is authoritative for what it wrote
         dims = {k: int(fx[k]) for k in dims}

@@ -302,7 +302,7 @@ class FlexDataset:
     def load_columns(self, i: int) -> dict[str, np.ndarray]:
         """Episode i's non-video columns under flexwm's names (action, observation.state, flexwm.env_state,
         next.success, frame_index, timestamp, index, task_index), checked like `load_episode` but without
-        decoding the video: cheap enough to hold for a whole dataset. Absent features are (T, 0) arrays;
+        decoding the video: cheap enough to hold for a whole dataset. Absent features are zeros (env state (T, 0));
         next.success follows the dataset's outcome rule."""
         if not 0 <= i < len(self):
             raise IndexError(f"episode {i} out of range: {self.root} has {len(self)} episodes")
@@ -372,7 +372,7 @@ class FlexDataset:
             cols = {
                 ACTION_KEY: _vectors(table, L.action_key, self.action_dim)[order],
                 STATE_KEY: (_vectors(table, L.state_key, self.proprio_dim)[order] if L.state_key
-                            else np.zeros((n, 0), np.float32)),
+                            else np.zeros((n, self.proprio_dim), np.float32)),
                 ENV_STATE_KEY: (_vectors(table, L.env_state_key, self.state_dim)[order] if L.env_state_key
                                 else np.zeros((n, 0), np.float32)),
                 SUCCESS_KEY: (stored if self.outcome_rule == "labels" and stored is not None else

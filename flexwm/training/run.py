@@ -171,7 +171,8 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
                      enumerate(ds.episodes) if i in set(tr))
         if n_succ == 0:
             raise DatasetError("the wam-only variant trains on successes only, but the training episodes of "
-                               f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert)")
+                               f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert), or declare the "
+                               "outcome of a dataset flexwm did not write (--outcome success)")
 
     # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
     cfg = resolve_tokenizer(cfg)

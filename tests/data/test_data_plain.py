@@ -300,3 +300,15 @@ def test_frames_can_be_scaled_on_decoding(packed):
     assert FlexDataset(packed, camera=TOP, image_size=(32, 48)).episodes[0].get("image_size") is None  # no-op
     with pytest.raises(ConfigError, match="image size 3 must be"):
         FlexDataset(packed, camera=TOP, image_size=3)
+
+
+def test_a_dataset_without_proprio_gets_one_constant_dim(tmp_path):
+    root = write_lerobot_dataset(tmp_path / "nostate", cameras=(TOP,))
+    info = json.loads((root / "meta/info.json").read_text())
+    del info["features"]["observation.state"]
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ds = FlexDataset(root)
+    assert ds.proprio_dim == 1 and ds.layout.state_key is None
+    cols = ds.load_columns(2)
+    assert cols["observation.state"].shape == (LENGTHS[2], 1) and not cols["observation.state"].any()
+    np.testing.assert_array_equal(cols["action"], actions(2))
