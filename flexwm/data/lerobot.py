@@ -41,6 +41,10 @@ ENV_STATE_KEY = "flexwm.env_state"  # privileged simulator state (analysis only;
 LEGACY_ENV_STATE_KEY = "observation.env_state"  # its name in datasets written before (still read)
 ACTION_KEY = "action"
 SUCCESS_KEY = "next.success"
+# the episode's outcome on every step (0 success, 1 failure, 2 play, 3 unlabelled): LeRobot's tools rewrite meta/episodes
+# without flexwm's columns but keep data columns, so the label survives e.g. `delete_episodes`
+OUTCOME_KEY = "flexwm.outcome"
+OUTCOME_CODES = {"success": 0, "failure": 1, "play": 2, "unlabelled": 3}
 STATS_KEYS = (ACTION_KEY, STATE_KEY, ENV_STATE_KEY)
 STAT_NAMES = ("min", "max", "mean", "std", "count")
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
@@ -126,6 +130,7 @@ def make_features(image_size: tuple[int, int], action_dim: int, proprio_dim: int
         env_state_key: {"dtype": "float32", "shape": [state_dim], "names": [f"state_{i}" for i in range(state_dim)]},
         ACTION_KEY: {"dtype": "float32", "shape": [action_dim], "names": [f"action_{i}" for i in range(action_dim)]},
         SUCCESS_KEY: {"dtype": "bool", "shape": [1], "names": None},
+        OUTCOME_KEY: {"dtype": "int64", "shape": [1], "names": None},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         "frame_index": {"dtype": "int64", "shape": [1], "names": None},
         "episode_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -192,7 +197,8 @@ def schema_mismatches(info: dict, want: dict) -> list[str]:
 # ---- Arrow schemas -----------------------------------------------------------------------------------------
 
 
-def data_schema(action_dim: int, proprio_dim: int, state_dim: int, env_state_key: str = ENV_STATE_KEY) -> pa.Schema:
+def data_schema(action_dim: int, proprio_dim: int, state_dim: int, env_state_key: str = ENV_STATE_KEY,
+                outcome: bool = True) -> pa.Schema:
     """Per-step rows. Vectors are list<float32> columns, as LeRobot's pandas-written files hold them (and
     fixed-size lists of size 0 do not survive a parquet round trip); the reader checks every length."""
     del action_dim, proprio_dim, state_dim  # lengths are checked on write and read, not in the Arrow type
@@ -201,6 +207,7 @@ def data_schema(action_dim: int, proprio_dim: int, state_dim: int, env_state_key
         (env_state_key, pa.list_(pa.float32())),
         (ACTION_KEY, pa.list_(pa.float32())),
         (SUCCESS_KEY, pa.bool_()),
+        *([(OUTCOME_KEY, pa.int64())] if outcome else []),
         ("timestamp", pa.float32()),
         ("frame_index", pa.int64()),
         ("episode_index", pa.int64()),

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flexwm.data.lerobot import (
@@ -40,6 +39,7 @@ from flexwm.data.lerobot import (
     ENV_STATE_KEY,
     EXTRA_COLUMN,
     LEGACY_ENV_STATE_KEY,
+    OUTCOME_CODES,
     STATE_KEY,
     SUCCESS_KEY,
     TASKS_PATH,
@@ -207,27 +207,35 @@ def read_tasks(root: Path) -> list[str] | None:
     return out
 
 
-def episode_success_any(root: Path, rows: list[dict], key: str, fix_hint: str) -> list[bool]:
-    """Per episode: does any of its steps have `key` True (reads only that column of the data files)."""
-    out = [False] * len(rows)
+def episode_values(root: Path, rows: list[dict], key: str, fix_hint: str) -> list[set]:
+    """Per episode: the set of values its steps hold in data column `key` (reads only that column)."""
+    out: list[set] = [set() for _ in rows]
     by_file: dict[tuple[int, int], list[int]] = {}
     for i, r in enumerate(rows):
         by_file.setdefault((r["data/chunk_index"], r["data/file_index"]), []).append(i)
     for (chunk, file), eps in by_file.items():
         try:
-            path = data_path(root, chunk, file)
-            t = pq.read_table(path, columns=["episode_index", key])
+            t = pq.read_table(data_path(root, chunk, file), columns=["episode_index", key])
         except (pa.ArrowException, OSError, ValueError) as e:
             raise DatasetError(f"{root}: the data file of episodes {eps[:4]} cannot be read for {key} ({e}); "
                                f"{fix_hint}") from e
-        hit = t.filter(pc.equal(t[key], True))["episode_index"].to_pylist()
-        for i in set(hit) & set(eps):
-            out[i] = True
+        wanted = set(eps)
+        for i, v in zip(t["episode_index"].to_pylist(), t[key].to_pylist()):
+            if i in wanted:
+                out[i].add(v)
     return out
 
 
-def label_episode(row: dict, rule: str, layout: Layout, any_success: bool | None) -> dict[str, Any]:
-    """The episode dict flexwm's readers use, with flexwm's labels kept or the declared outcome applied."""
+def stored_outcome(values: set) -> str | None:
+    """The outcome a flexwm.outcome data column gives an episode (None unless one known code)."""
+    names = {v: k for k, v in OUTCOME_CODES.items()}
+    return names.get(next(iter(values))) if len(values) == 1 else None
+
+
+def label_episode(row: dict, rule: str, layout: Layout, any_success: bool | None,
+                  outcome: str | None = None) -> dict[str, Any]:
+    """The episode dict flexwm's readers use, with flexwm's labels kept or the declared outcome applied.
+    `outcome`: the label kept in the data (flexwm.outcome) of an episode whose metadata lost flexwm's columns."""
     ep = {k: v for k, v in row.items() if not k.startswith("stats/")}
     names = [str(t) for t in (row.get("tasks") or [])]
     ep["tasks"] = names
@@ -239,8 +247,9 @@ def label_episode(row: dict, rule: str, layout: Layout, any_success: bool | None
             ep["extra"] = {}
     else:
         instruction = names[0] if names else ""
-        ep.update(outcome="unlabelled", source="external", noise=0.0, embodiment=layout.embodiment,
+        ep.update(outcome=outcome or "unlabelled", source="external", noise=0.0, embodiment=layout.embodiment,
                   env_task=instruction or "(no task)", instruction=instruction, seed=-1, extra={})
+        labelled = outcome is not None
     if layout.camera != VIDEO_KEY:
         ep["camera"] = layout.camera  # part of the episode's identity: another camera gives other frames
     if rule == "unlabelled" or (rule == "labels" and not labelled):

@@ -30,6 +30,7 @@ from flexwm.data.lerobot import (
     EPISODES_DIR,
     INFO_PATH,
     LEGACY_ENV_STATE_KEY,
+    OUTCOME_KEY,
     STATE_KEY,
     SUCCESS_KEY,
     VIDEO_SHA_COLUMN,
@@ -234,10 +235,14 @@ class FlexDataset:
         if self.outcome_rule == "success-column" and self.layout.success_key is None:
             raise ConfigError(f"outcome rule 'success-column' needs a {SUCCESS_KEY} feature, but {self.root} has "
                               f"only {sorted(info['features'])}; declare 'last-frame' or 'success' instead")
-        any_success = (plain.episode_success_any(self.root, rows, SUCCESS_KEY, _fix_hint(self.root))
+        hint = _fix_hint(self.root)
+        any_success = ([True in v for v in plain.episode_values(self.root, rows, SUCCESS_KEY, hint)]
                        if self.outcome_rule == "success-column" else [None] * len(rows))
-        self.episodes: list[dict[str, Any]] = [plain.label_episode(r, self.outcome_rule, self.layout, s)
-                                               for r, s in zip(rows, any_success)]
+        kept = [None] * len(rows)  # labels LeRobot's tools kept in the data when they dropped flexwm's metadata
+        if not self.flexwm_layout and OUTCOME_KEY in info["features"] and rows and rows[0].get("outcome") is None:
+            kept = [plain.stored_outcome(v) for v in plain.episode_values(self.root, rows, OUTCOME_KEY, hint)]
+        self.episodes: list[dict[str, Any]] = [plain.label_episode(r, self.outcome_rule, self.layout, s, o)
+                                               for r, s, o in zip(rows, any_success, kept)]
         if self._resize is not None:
             for ep in self.episodes:
                 ep["image_size"] = list(self._resize)  # part of the episode's identity for caches

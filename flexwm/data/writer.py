@@ -28,6 +28,8 @@ from flexwm.data.lerobot import (
     EXTRA_COLUMN,
     INFO_PATH,
     LEGACY_ENV_STATE_KEY,
+    OUTCOME_CODES,
+    OUTCOME_KEY,
     QUANTILE_NAMES,
     STAT_NAMES,
     STATE_KEY,
@@ -143,6 +145,8 @@ class DatasetWriter:
             self.info = make_info(**self.schema)
         if LEGACY_ENV_STATE_KEY in self.info["features"]:  # an older dataset keeps its column name
             self._env_key = LEGACY_ENV_STATE_KEY
+        # ... and its columns: LeRobot reads every data file of a dataset with one schema
+        self._outcome_column = OUTCOME_KEY in self.info["features"]
         self._check_writable()
         self._lock()
         try:
@@ -214,12 +218,15 @@ class DatasetWriter:
             self._env_key: _vector_column(episode.state, s["state_dim"]),
             ACTION_KEY: _vector_column(episode.actions, s["action_dim"]),
             SUCCESS_KEY: pa.array(np.asarray(episode.success, dtype=bool)),
+            **({OUTCOME_KEY: pa.array(np.full(T, OUTCOME_CODES[episode.meta.outcome], dtype=np.int64))}
+               if self._outcome_column else {}),
             "timestamp": pa.array(np.arange(T, dtype=np.float32) / np.float32(s["fps"])),
             "frame_index": pa.array(np.arange(T, dtype=np.int64)),
             "episode_index": pa.array(np.full(T, i, dtype=np.int64)),
             "index": pa.array(np.arange(start, start + T, dtype=np.int64)),
             "task_index": pa.array(np.full(T, task_index, dtype=np.int64)),
-        }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"], self._env_key))
+        }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"], self._env_key,
+                              self._outcome_column))
         atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy",
                                                                                write_page_checksum=True))
         atomic_write(video_path(self.root, chunk, file), lambda p: encode_video(episode.frames, p, s["fps"]))

@@ -13,8 +13,8 @@ flexwm's venv so nothing downloads CUDA torch:
 Checks: (1) LeRobot opens a flexwm dataset: same actions, states, tasks and frames; stats for every policy
 feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature. (2) LeRobot writes a
 packed two-camera AV1 dataset; flexwm reads it (camera must be chosen), frames and actions match, verify is
-clean. (3) LeRobot's delete_episodes on a flexwm dataset; flexwm reads the result (its labels are gone:
-episodes are unlabelled).
+clean. (3) LeRobot's delete_episodes on a flexwm dataset; flexwm reads the result (LeRobot drops flexwm's
+metadata columns; the outcome survives in the data column flexwm.outcome).
 
 LeRobot decodes video with torchcodec or torchvision.io.VideoReader; neither is installable here next to a CPU
 torch, so frames are compared through a PyAV decoder that follows LeRobot's own rule (seek to the keyframe
@@ -148,6 +148,7 @@ fc = FlexDataset(C)
 kept = [0, 2, 4]
 for k, i in enumerate(kept):
     np.testing.assert_array_equal(fc.load_episode(k).actions, make_episode(i).actions)
+assert [e["outcome"] for e in fc.episodes] == [make_episode(i).meta.outcome for i in kept]
 report["flexwm_reads_lerobot_edited"] = {"episodes": len(fc), "flexwm_layout": fc.flexwm_layout,
                                          "outcomes": [e["outcome"] for e in fc.episodes],
                                          "verify_damaged": verify(C)["damaged"]}

@@ -125,7 +125,7 @@ def test_layout_and_lerobot_names(ds4):
 
     data = pq.read_table(ds4 / "data/chunk-000/file-001.parquet")
     assert set(data.column_names) == {"observation.state", "flexwm.env_state", "action", "next.success",
-                                      "timestamp", "frame_index", "episode_index", "index", "task_index"}
+                                      "flexwm.outcome", "timestamp", "frame_index", "episode_index", "index", "task_index"}
     T = make_episode(1).length
     np.testing.assert_allclose(data["timestamp"].to_numpy(), np.arange(T) / 10, rtol=1e-6)
 

@@ -153,7 +153,7 @@ def test_flexwm_does_not_append_to_a_plain_dataset(packed):
 
 
 def test_a_flexwm_dataset_repacked_by_lerobot_is_still_read(tmp_path):
-    """What LeRobot's dataset tools leave: episodes packed into one file each, flexwm's info block kept."""
+    """What LeRobot's dataset tools may leave: episodes packed into one file, flexwm's metadata columns gone."""
     root = tmp_path / "fx"
     write_episodes(root, range(3))
     want = [FlexDataset(root).load_episode(i) for i in range(3)]
@@ -168,8 +168,9 @@ def test_a_flexwm_dataset_repacked_by_lerobot_is_still_read(tmp_path):
     packed = packed.set_column(packed.schema.get_field_index("data/file_index"), "data/file_index",
                                pa.array([0, 0, 0], pa.int64()))
     pq.write_table(packed, root / "meta/episodes/chunk-000/file-000.parquet")
-    ds = FlexDataset(root)
-    assert not ds.flexwm_layout and [e["outcome"] for e in ds.episodes] == ["unlabelled"] * 3
+    ds = FlexDataset(root)  # the outcome survives in the data (flexwm.outcome), the other labels do not
+    assert not ds.flexwm_layout and [e["outcome"] for e in ds.episodes] == ["success", "failure", "play"]
+    assert {e["source"] for e in ds.episodes} == {"external"}
     for i in range(3):
         got = ds.load_episode(i)
         np.testing.assert_array_equal(got.actions, want[i].actions)
@@ -209,7 +210,7 @@ def test_new_datasets_have_lerobot_image_stats_and_quantiles(tmp_path):
 def _make_old(root):
     """Rewrite `root` as flexwm wrote datasets before: observation.env_state, no quantiles/image stats/checksums."""
     for path in (root / "data").rglob("file-*.parquet"):
-        t = pq.read_table(path)
+        t = pq.read_table(path).drop_columns(["flexwm.outcome"])
         pq.write_table(t.rename_columns([("observation.env_state" if n == "flexwm.env_state" else n)
                                          for n in t.column_names]), path)
     for path in (root / "meta/episodes").rglob("file-*.parquet"):
@@ -222,7 +223,7 @@ def _make_old(root):
         pq.write_table(t, path)
     info = json.loads((root / "meta/info.json").read_text())
     info["features"] = {("observation.env_state" if k == "flexwm.env_state" else k): v
-                        for k, v in info["features"].items()}
+                        for k, v in info["features"].items() if k != "flexwm.outcome"}
     (root / "meta/info.json").write_text(json.dumps(info))
     stats = json.loads((root / "meta/stats.json").read_text())
     (root / "meta/stats.json").write_text(json.dumps({k: {s: v for s, v in st.items() if not s.startswith("q")}
@@ -241,7 +242,8 @@ def test_old_datasets_still_read_and_resume(tmp_path):
     write_episodes(root, [3])  # appends under the old column name, and completes the stats
     ds = FlexDataset(root)
     np.testing.assert_array_equal(ds.load_columns(3)["flexwm.env_state"], make_episode(3).state)
-    assert "observation.env_state" in pq.read_table(root / "data/chunk-000/file-003.parquet").column_names
+    columns = pq.read_table(root / "data/chunk-000/file-003.parquet").column_names
+    assert "observation.env_state" in columns and "flexwm.outcome" not in columns  # one schema for all files
     stats = json.loads((root / "meta/stats.json").read_text())
     assert np.asarray(stats["observation.images.main"]["q99"]).shape == (3, 1, 1)
     assert stats["observation.images.main"]["count"] == [sum(make_episode(i).length for i in range(4))]
