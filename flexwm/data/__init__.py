@@ -6,12 +6,13 @@ Datasets LeRobot wrote are read as they are (flexwm.data.plain: packed files, an
 
 from flexwm.data.episode import OUTCOMES, SOURCES, Episode, EpisodeMeta
 from flexwm.data.inspect import dataset_info, format_info, write_preview
+from flexwm.data.pack import pack_dataset
 from flexwm.data.plain import OUTCOME_RULES
 from flexwm.data.reader import FlexDataset, verify
 from flexwm.data.writer import DatasetWriter
 
 __all__ = ["OUTCOMES", "OUTCOME_RULES", "SOURCES", "DatasetWriter", "Episode", "EpisodeMeta", "FlexDataset", "WindowDataset",
-           "collate_windows", "dataset_info", "format_info", "verify", "write_preview"]
+           "collate_windows", "dataset_info", "format_info", "pack_dataset", "verify", "write_preview"]
 
 
 def __getattr__(name: str):

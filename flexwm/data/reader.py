@@ -250,6 +250,11 @@ class FlexDataset:
         self.num_frames = int(sum(int(r["length"]) for r in rows))
         self.meta = with_totals(info, len(rows), self.num_frames, len(self._tasks))
         self._one_per_file = self.flexwm_layout
+        fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
+        # per-file sha256: in flexwm's layout, and in a copy flexwm packed (flexwm.data.pack); a dataset LeRobot
+        # rewrote has files its checksums no longer describe (LeRobot's tools drop them with the flexwm block)
+        self._checksums = self.flexwm_layout or fx.get("packed") is True
+        self._checked: set[Path] = set()  # packed files whose checksum was verified (many episodes share one)
         self._table: tuple[Path, pa.Table] | None = None  # the last packed data file read (episodes come in order)
 
     # schema -------------------------------------------------------------------------------------------------
@@ -352,7 +357,7 @@ class FlexDataset:
         if self._table is not None and self._table[0] == path:
             return self._table[1]
         raw = path.read_bytes()
-        want = ep.get(DATA_SHA_COLUMN) if self.flexwm_layout else None
+        want = ep.get(DATA_SHA_COLUMN) if self._checksums else None
         if want and sha256_bytes(raw) != want:
             raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
                                f"the one written with it; {_fix_hint(self.root)}")
@@ -413,10 +418,12 @@ class FlexDataset:
         path = self._video_file(i)
         if not path.is_file():
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is missing; {_fix_hint(self.root)}")
-        want = ep.get(VIDEO_SHA_COLUMN) if self.flexwm_layout else None
+        want = ep.get(VIDEO_SHA_COLUMN) if self._checksums and path not in self._checked else None
         if want and sha256_file(path) != want:
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is damaged: its sha256 differs from the one "
                                f"written with it; {_fix_hint(self.root)}")
+        if want and not self._one_per_file:
+            self._checked.add(path)
         try:
             if self._one_per_file:  # the whole file is the episode: extra frames are damage, not a neighbour
                 return decode_video(path, size=self.stored_image_size, resize=self._resize)

@@ -131,9 +131,9 @@ class DatasetWriter:
         if (self.root / INFO_PATH).is_file():
             self.info = read_info(self.root)
             if not isinstance(self.info.get("flexwm"), dict) or self.info["flexwm"].get("episodes_per_file") != 1:
-                raise DatasetError(f"{self.root} is a LeRobot dataset flexwm did not write (episodes packed per file, "
-                                   "no flexwm labels): flexwm reads it but does not append to it; choose a new "
-                                   "--out directory")
+                raise DatasetError(f"{self.root} packs many episodes per file (written by LeRobot, or packed by "
+                                   "flexwm.data.pack): flexwm reads it but does not append to it; choose a new --out "
+                                   "directory (or collect into the unpacked source and pack again)")
             bad = schema_mismatches(self.info, self.schema)
             if bad:
                 raise DatasetError(f"dataset {self.root} has " + "; ".join(bad)

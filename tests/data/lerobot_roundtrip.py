@@ -11,7 +11,8 @@ flexwm's venv so nothing downloads CUDA torch:
     PYTHONPATH=. /tmp/lrvenv/bin/python tests/data/lerobot_roundtrip.py /tmp/lrrt/out
 
 Checks: (1) LeRobot opens a flexwm dataset: same actions, states, tasks and frames; stats for every policy
-feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature. (2) LeRobot writes a
+feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature; and the same for
+a copy packed by flexwm.data.pack. (2) LeRobot writes a
 packed two-camera AV1 dataset; flexwm reads it (camera must be chosen), frames and actions match, verify is
 clean. (3) LeRobot's delete_episodes on a flexwm dataset; flexwm reads the result (LeRobot drops flexwm's
 metadata columns; the outcome survives in the data column flexwm.outcome).
@@ -44,6 +45,7 @@ sys.modules.update({"lerobot": ledataset, "lerobot.datasets": ledataset.datasets
 from flexwm_data_synth import make_episode, write_episodes  # noqa: E402
 
 from flexwm.data import FlexDataset, dataset_info, verify  # noqa: E402
+from flexwm.data.pack import pack_dataset  # noqa: E402
 
 
 def pyav_decode(video_path, timestamps, tolerance_s, backend=None):
@@ -98,6 +100,16 @@ for i in range(len(fx)):
         worst = max(worst, float(np.abs(img - ep.frames[t]).max()))
 report["lerobot_reads_flexwm"] = {"frames": len(ds), "policy_features": sorted(pf), "max_abs_frame_diff": worst}
 assert worst <= 1.0  # the same decoded pixels (up to float rounding)
+
+# 1b. the same dataset packed by flexwm (many episodes per parquet and per mp4): LeRobot reads the same values
+P = pack_dataset(A, base / "flexwm_packed", episodes_per_file=2)
+dp = LeRobotDataset("local/packed", root=P, video_backend="pyav")
+assert len(dp) == len(ds)
+for k in range(len(dp)):
+    a, b = ds[k], dp[k]
+    assert np.array_equal(a["action"].numpy(), b["action"].numpy()) and a["task"] == b["task"]
+    assert torch.equal(a["observation.images.main"], b["observation.images.main"])
+report["lerobot_reads_flexwm_packed"] = {"frames": len(dp), "data_files": len(list((P / "data").rglob("*.parquet")))}
 
 # 2. LeRobot writes a packed dataset (AV1, two cameras); flexwm reads it
 B = base / "lerobot_written"

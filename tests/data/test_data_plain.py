@@ -148,7 +148,7 @@ def test_damage_in_a_packed_file_names_it(packed, tmp_path):
 
 
 def test_flexwm_does_not_append_to_a_plain_dataset(packed):
-    with pytest.raises(DatasetError, match="flexwm did not write .* does not append"):
+    with pytest.raises(DatasetError, match="packs many episodes per file .* does not append"):
         DatasetWriter(packed, **SCHEMA)
 
 
