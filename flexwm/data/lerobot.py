@@ -10,7 +10,8 @@ Layout (names follow huggingface/lerobot `datasets/utils.py` and `dataset_metada
     videos/observation.images.main/chunk-CCC/file-FFF.mp4
 
 flexwm stores one episode per file, so episode i lives at chunk i // chunks_size, file i % chunks_size in all
-three places. Datasets LeRobot wrote pack many episodes per file (flexwm/data/plain.py reads those). Paths are
+three places. Datasets LeRobot wrote pack many episodes per file (flexwm/data/plain.py reads those;
+flexwm/data/pack.py writes a packed copy of a flexwm dataset). Paths are
 built from integer indices and checked feature names only, never from other strings read from metadata.
 
 stats.json is in the shape LeRobot's `compute_stats` writes, so `lerobot-train` can normalise with it: vectors

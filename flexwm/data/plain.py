@@ -16,7 +16,8 @@ Outcomes. Episodes without flexwm's labels are "unlabelled": they train the acti
 inverse-dynamics modes but never the instruction-conditioned WAM/policy modes (like play data), and not the
 success head. A user who knows better declares it (`outcome=`):
 
-    labels          flexwm's labels where the dataset has them, else unlabelled (the default)
+    labels          flexwm's labels where the dataset has them (in meta/episodes, or the outcome kept per step
+                    in flexwm.outcome after LeRobot's tools rewrote the metadata), else unlabelled (the default)
     unlabelled      every episode unlabelled
     success-column  next.success per step; an episode succeeds if any of its steps does
     last-frame      every episode succeeds at its last frame
