@@ -27,6 +27,9 @@ CKPT = "model: a training run, a checkpoint directory or an exported folder (fle
 DEVICE = "cpu | cuda | cuda:N | mps: where the model runs"
 SET = "config override key=value (repeatable; dotted keys nest, values are YAML), e.g. --set {example}"
 ENV = "metaworld | pusht"
+CAMERA = "camera to read when the dataset has several"
+OUTCOME = ("outcome of episodes without flexwm labels: unlabelled (default) | success-column | last-frame | "
+           "success (curated successes)")
 
 
 def _split(text: str) -> list[str]:
@@ -97,32 +100,37 @@ def collect(
 
 @data_app.command("info")
 def data_info(root: Path = typer.Argument(..., help="dataset directory"),
-              as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+              as_json: bool = typer.Option(False, "--json", help="print JSON"),
+              camera: str | None = typer.Option(None, help=CAMERA),
+              outcome: str | None = typer.Option(None, help=OUTCOME)) -> None:
     """Episodes by task, outcome, source and embodiment."""
     from flexwm.data.inspect import dataset_info, format_info
 
-    info = dataset_info(root)
+    info = dataset_info(root, camera=camera, outcome=outcome)
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_info(info))
 
 
 @data_app.command("preview")
 def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
                  out: Path | None = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
-                 episodes: int = typer.Option(16, help="episodes in the grid")) -> None:
+                 episodes: int = typer.Option(16, help="episodes in the grid"),
+                 camera: str | None = typer.Option(None, help=CAMERA),
+                 outcome: str | None = typer.Option(None, help=OUTCOME)) -> None:
     """Write a video grid of episodes."""
     from flexwm.data.inspect import write_preview
 
     out = out or Path(root) / "preview.mp4"
-    write_preview(root, out, n_episodes=episodes)
+    write_preview(root, out, n_episodes=episodes, camera=camera, outcome=outcome)
     typer.echo(f"wrote {out}")
 
 
 @data_app.command("verify")
-def data_verify(root: Path = typer.Argument(..., help="dataset directory")) -> None:
+def data_verify(root: Path = typer.Argument(..., help="dataset directory"),
+                camera: str | None = typer.Option(None, help=CAMERA)) -> None:
     """Decode and check every episode; exit 1 if any is damaged."""
     from flexwm.data import verify
 
-    report = verify(root)
+    report = verify(root, camera=camera)
     _echo_json(report if isinstance(report, dict) else {"report": str(report)})
     if isinstance(report, dict) and report.get("damaged"):
         raise typer.Exit(1)
@@ -140,12 +148,16 @@ def train(
     seed: int | None = typer.Option(None, help="shortcut for --set seed=N"),
     device: str | None = typer.Option(None, help=DEVICE + " (default: the preset's: cuda for gpu, else cpu)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    camera: str | None = typer.Option(None, help=CAMERA),
+    outcome: str | None = typer.Option(None, help=OUTCOME),
+    resize: int | None = typer.Option(None, help="scale frames to this square size (e.g. 64 for 480x640 data)"),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
     from flexwm.training.run import run_config, train_world_model
 
     cfg = run_config(preset, data=[str(d) for d in data], variant=variant, config_file=config, overrides=set_,
-                     steps=steps, seed=seed, device=device)
+                     steps=steps, seed=seed, device=device,
+                     camera=camera, outcome=outcome, resize=resize)
     path = train_world_model(cfg, out, resume=resume, command=_command())
     _echo_json({"checkpoint": str(path), "steps": cfg.train.steps, "out": str(out)})
 

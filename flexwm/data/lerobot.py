@@ -3,19 +3,27 @@
 Layout (names follow huggingface/lerobot `datasets/utils.py` and `dataset_metadata.py`, CODEBASE_VERSION v3.0):
 
     meta/info.json                                    schema, fps, path templates, totals, flexwm block
-    meta/stats.json                                   {feature: {min, max, mean, std, count}}
+    meta/stats.json                                   {feature: {min, max, mean, std, count, q01..q99}}
     meta/tasks.parquet                                task (pandas index) -> task_index
     meta/episodes/chunk-CCC/file-FFF.parquet          one row per episode (flexwm: one episode per file)
     data/chunk-CCC/file-FFF.parquet                   one row per step
     videos/observation.images.main/chunk-CCC/file-FFF.mp4
 
 flexwm stores one episode per file, so episode i lives at chunk i // chunks_size, file i % chunks_size in all
-three places. Paths are built from integer indices only, never from strings read from metadata.
+three places. Datasets LeRobot wrote pack many episodes per file (flexwm/data/plain.py reads those;
+flexwm/data/pack.py writes a packed copy of a flexwm dataset). Paths are
+built from integer indices and checked feature names only, never from other strings read from metadata.
+
+stats.json is in the shape LeRobot's `compute_stats` writes, so `lerobot-train` can normalise with it: vectors
+per dimension, images per channel as (3, 1, 1) in [0, 1], each with the quantiles q01, q10, q50, q90, q99.
+Privileged simulator state is stored as `flexwm.env_state`: outside `observation.*`, so LeRobot does not
+offer it to a policy as an input (datasets written before used `observation.env_state`; both are read).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +38,19 @@ VIDEO_FILES_SIZE_IN_MB = 500
 
 VIDEO_KEY = "observation.images.main"
 STATE_KEY = "observation.state"  # proprioception (what the model sees)
-ENV_STATE_KEY = "observation.env_state"  # privileged simulator state (analysis only)
+ENV_STATE_KEY = "flexwm.env_state"  # privileged simulator state (analysis only; not a policy input)
+LEGACY_ENV_STATE_KEY = "observation.env_state"  # its name in datasets written before (still read)
 ACTION_KEY = "action"
 SUCCESS_KEY = "next.success"
+# the episode's outcome on every step (0 success, 1 failure, 2 play, 3 unlabelled): LeRobot's tools rewrite
+# meta/episodes
+# without flexwm's columns but keep data columns, so the label survives e.g. `delete_episodes`
+OUTCOME_KEY = "flexwm.outcome"
+OUTCOME_CODES = {"success": 0, "failure": 1, "play": 2, "unlabelled": 3}
 STATS_KEYS = (ACTION_KEY, STATE_KEY, ENV_STATE_KEY)
 STAT_NAMES = ("min", "max", "mean", "std", "count")
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES
+QUANTILE_NAMES = tuple(f"q{int(q * 100):02d}" for q in QUANTILES)  # q01 q10 q50 q90 q99, as LeRobot names them
 
 CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 INFO_PATH = "meta/info.json"
@@ -69,8 +85,19 @@ def data_path(root: Path, chunk: int, file: int) -> Path:
     return Path(root) / DATA_PATH.format(chunk_index=_index(chunk), file_index=_index(file))
 
 
-def video_path(root: Path, chunk: int, file: int) -> Path:
-    return Path(root) / VIDEO_PATH.format(video_key=VIDEO_KEY, chunk_index=_index(chunk), file_index=_index(file))
+def video_path(root: Path, chunk: int, file: int, video_key: str = VIDEO_KEY) -> Path:
+    return Path(root) / VIDEO_PATH.format(video_key=feature_name(video_key), chunk_index=_index(chunk),
+                                          file_index=_index(file))
+
+
+_FEATURE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def feature_name(key: Any) -> str:
+    """A feature name read from metadata, checked to be usable as one path component (camera directories)."""
+    if not isinstance(key, str) or not _FEATURE_NAME.fullmatch(key) or ".." in key:
+        raise ValueError(f"feature name {key!r} is not a plain name (letters, digits, '_', '.', '-')")
+    return key
 
 
 def episode_meta_path(root: Path, chunk: int, file: int) -> Path:
@@ -88,7 +115,7 @@ def _index(v: Any) -> int:
 
 
 def make_features(image_size: tuple[int, int], action_dim: int, proprio_dim: int, state_dim: int,
-                  fps: int) -> dict:
+                  fps: int, env_state_key: str = ENV_STATE_KEY) -> dict:
     """LeRobot `features`: dtype, shape, names (and `info` for the video) of every stored feature."""
     h, w = image_size
     return {
@@ -102,9 +129,10 @@ def make_features(image_size: tuple[int, int], action_dim: int, proprio_dim: int
             },
         },
         STATE_KEY: {"dtype": "float32", "shape": [proprio_dim], "names": [f"proprio_{i}" for i in range(proprio_dim)]},
-        ENV_STATE_KEY: {"dtype": "float32", "shape": [state_dim], "names": [f"state_{i}" for i in range(state_dim)]},
+        env_state_key: {"dtype": "float32", "shape": [state_dim], "names": [f"state_{i}" for i in range(state_dim)]},
         ACTION_KEY: {"dtype": "float32", "shape": [action_dim], "names": [f"action_{i}" for i in range(action_dim)]},
         SUCCESS_KEY: {"dtype": "bool", "shape": [1], "names": None},
+        OUTCOME_KEY: {"dtype": "int64", "shape": [1], "names": None},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
         "frame_index": {"dtype": "int64", "shape": [1], "names": None},
         "episode_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -171,15 +199,17 @@ def schema_mismatches(info: dict, want: dict) -> list[str]:
 # ---- Arrow schemas -----------------------------------------------------------------------------------------
 
 
-def data_schema(action_dim: int, proprio_dim: int, state_dim: int) -> pa.Schema:
+def data_schema(action_dim: int, proprio_dim: int, state_dim: int, env_state_key: str = ENV_STATE_KEY,
+                outcome: bool = True) -> pa.Schema:
     """Per-step rows. Vectors are list<float32> columns, as LeRobot's pandas-written files hold them (and
     fixed-size lists of size 0 do not survive a parquet round trip); the reader checks every length."""
     del action_dim, proprio_dim, state_dim  # lengths are checked on write and read, not in the Arrow type
     return pa.schema([
         (STATE_KEY, pa.list_(pa.float32())),
-        (ENV_STATE_KEY, pa.list_(pa.float32())),
+        (env_state_key, pa.list_(pa.float32())),
         (ACTION_KEY, pa.list_(pa.float32())),
         (SUCCESS_KEY, pa.bool_()),
+        *([(OUTCOME_KEY, pa.int64())] if outcome else []),
         ("timestamp", pa.float32()),
         ("frame_index", pa.int64()),
         ("episode_index", pa.int64()),
@@ -188,7 +218,7 @@ def data_schema(action_dim: int, proprio_dim: int, state_dim: int) -> pa.Schema:
     ])
 
 
-def episodes_schema() -> pa.Schema:
+def episodes_schema(env_state_key: str = ENV_STATE_KEY) -> pa.Schema:
     """Per-episode rows of meta/episodes: LeRobot's columns, per-episode stats, then flexwm's columns."""
     fields = [
         ("episode_index", pa.int64()), ("tasks", pa.list_(pa.string())), ("length", pa.int64()),
@@ -198,8 +228,8 @@ def episodes_schema() -> pa.Schema:
         (f"videos/{VIDEO_KEY}/from_timestamp", pa.float64()), (f"videos/{VIDEO_KEY}/to_timestamp", pa.float64()),
         ("meta/episodes/chunk_index", pa.int64()), ("meta/episodes/file_index", pa.int64()),
     ]
-    for key in STATS_KEYS:
-        for stat in STAT_NAMES:
+    for key in (ACTION_KEY, STATE_KEY, env_state_key, VIDEO_KEY):
+        for stat in STAT_NAMES + QUANTILE_NAMES:
             fields.append((f"stats/{key}/{stat}", pa.list_(pa.int64() if stat == "count" else pa.float64())))
     fields += [("outcome", pa.string()), ("source", pa.string()), ("noise", pa.float64()),
                ("embodiment", pa.string()), ("env_task", pa.string()), ("instruction", pa.string()),
@@ -208,11 +238,52 @@ def episodes_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
+def optional_episode_columns(env_state_key: str = ENV_STATE_KEY) -> set[str]:
+    """Columns of `episodes_schema` that datasets written by older flexwm versions lack (checksums, quantiles,
+    image statistics): read when present, never required."""
+    out = {DATA_SHA_COLUMN, VIDEO_SHA_COLUMN}
+    out |= {f"stats/{k}/{q}" for k in (ACTION_KEY, STATE_KEY, env_state_key) for q in QUANTILE_NAMES}
+    out |= {f"stats/{VIDEO_KEY}/{s}" for s in STAT_NAMES + QUANTILE_NAMES}
+    return out
+
+
 def array_stats(x: np.ndarray) -> dict[str, list]:
-    """LeRobot per-feature stats of a (T, D) array: min/max/mean/std per dimension and the row count."""
+    """LeRobot per-feature stats of a (T, D) array: min/max/mean/std/quantiles per dimension and the row count."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    return {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(), "count": [len(x)]}
+    out = {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
+           "std": x.std(0).tolist(), "count": [len(x)]}
+    qs = np.quantile(x, QUANTILES, axis=0) if x.shape[1] else np.zeros((len(QUANTILES), 0))
+    out.update({name: q.tolist() for name, q in zip(QUANTILE_NAMES, qs)})
+    return out
+
+
+def image_sample_indices(n: int) -> np.ndarray:
+    """The frames LeRobot samples for image statistics (`compute_stats.sample_indices`): all of up to 100,
+    then ~n**0.75 spread evenly (at most 10,000)."""
+    k = max(min(100, n), min(int(n**0.75), 10_000))
+    return np.round(np.linspace(0, n - 1, k)).astype(int)
+
+
+def image_stats(frames: np.ndarray) -> dict[str, list]:
+    """LeRobot image stats of uint8 (T, H, W, 3) frames: per channel, in [0, 1], over sampled frames (and, as
+    LeRobot does, every k-th pixel of images of 300 pixels or more). Values are flat lists of 3; `stats_json`
+    gives them LeRobot's (3, 1, 1) shape."""
+    frames = np.asarray(frames)[image_sample_indices(len(frames))]
+    h, w = frames.shape[1:3]
+    if max(h, w) >= 300:
+        step = int(max(h, w) / 150)
+        frames = frames[:, ::step, ::step]
+    x = frames.reshape(-1, 3).astype(np.float64) / 255.0
+    out = array_stats(x)
+    out["count"] = [len(frames)]
+    return out
+
+
+def stats_json(stats: dict[str, list], image: bool) -> dict[str, list]:
+    """One feature's entry of stats.json: image stats reshaped to LeRobot's per-channel (3, 1, 1)."""
+    if not image:
+        return stats
+    return {k: v if k == "count" else [[[float(c)]] for c in v] for k, v in stats.items()}
 
 
 def tasks_table(tasks: list[str]) -> pa.Table:

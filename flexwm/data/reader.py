@@ -1,12 +1,16 @@
-"""Read a flexwm LeRobot v3 dataset: episode metadata, whole episodes, and a full integrity check.
+"""Read a LeRobot v3 dataset: episode metadata, whole episodes, and a full integrity check.
 
-meta/episodes is the source of truth: an episode exists once its metadata file does (the writer renames it
+Datasets flexwm wrote (one episode per file, with flexwm's labels and checksums) and datasets LeRobot wrote
+(many episodes per file, any cameras, no labels: see flexwm/data/plain.py) come through the same interface.
+For flexwm's datasets, meta/episodes is the source of truth: an episode exists once its metadata file does (the
+writer renames it
 into place last). Totals and the task list are recomputed from it, so a stale info.json or tasks.parquet left
 by a kill between files is harmless, and data/video files without metadata (orphans) are ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -17,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flexwm.data import plain
 from flexwm.data.episode import Episode, EpisodeMeta
 from flexwm.data.lerobot import (
     ACTION_KEY,
@@ -24,22 +29,22 @@ from flexwm.data.lerobot import (
     DATA_SHA_COLUMN,
     ENV_STATE_KEY,
     EPISODES_DIR,
-    EXTRA_COLUMN,
     INFO_PATH,
+    LEGACY_ENV_STATE_KEY,
+    OUTCOME_KEY,
     STATE_KEY,
     SUCCESS_KEY,
-    TASKS_PATH,
-    VIDEO_KEY,
     VIDEO_SHA_COLUMN,
     chunk_file,
     data_path,
     episode_meta_path,
     episodes_schema,
+    optional_episode_columns,
     video_path,
     with_totals,
 )
 from flexwm.data.video import decode_video
-from flexwm.errors import DatasetError
+from flexwm.errors import ConfigError, DatasetError
 from flexwm.io import sha256_bytes, sha256_file
 
 _FILE_RE = re.compile(r"file-(\d+)\.parquet")
@@ -52,7 +57,7 @@ def _fix_hint(root: Path) -> str:
 
 
 def read_info(root: Path) -> dict:
-    """meta/info.json of a flexwm dataset; DatasetError if `root` is not one."""
+    """meta/info.json of a LeRobot v3.0 dataset (flexwm's or LeRobot's); DatasetError if `root` is not one."""
     root = Path(root)
     path = root / INFO_PATH
     if not root.is_dir():
@@ -64,11 +69,11 @@ def read_info(root: Path) -> dict:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path} is unreadable ({e}); restore it or re-collect the dataset") from e
-    if not isinstance(info, dict) or info.get("codebase_version") != CODEBASE_VERSION or "flexwm" not in info:
-        version = info.get("codebase_version") if isinstance(info, dict) else None
-        raise DatasetError(f"{root} is not a flexwm LeRobot {CODEBASE_VERSION} dataset (codebase_version "
-                           f"{version!r}, flexwm block "
-                           f"{'present' if isinstance(info, dict) and 'flexwm' in info else 'missing'})")
+    version = info.get("codebase_version") if isinstance(info, dict) else None
+    if version != CODEBASE_VERSION:
+        raise DatasetError(f"{root} is not a LeRobot {CODEBASE_VERSION} dataset (codebase_version {version!r}); "
+                           "convert an older LeRobot dataset with LeRobot's "
+                           "`python -m lerobot.datasets.v30.convert_dataset_v21_to_v30`")
     problem = _info_problem(info)
     if problem:
         raise DatasetError(f"{path} {problem}; restore it from a copy or re-collect the dataset")
@@ -81,12 +86,16 @@ def _is_int(v: Any, low: int) -> bool:
 
 def _info_problem(info: dict) -> str | None:
     """What is wrong with the fields of info.json the reader relies on (None if nothing)."""
-    fx = info.get("flexwm")
-    if not isinstance(fx, dict):
-        return "has a 'flexwm' entry that is not an object"
     for key, low in (("fps", 1), ("chunks_size", 1)):
         if not _is_int(info.get(key), low):
             return f"has {key} = {info.get(key)!r}; it must be an integer >= {low}"
+    if not isinstance(info.get("features"), dict):
+        return "has no 'features' object"
+    if "flexwm" not in info:
+        return None  # a dataset LeRobot wrote: its features are checked when the camera is chosen
+    fx = info.get("flexwm")
+    if not isinstance(fx, dict):
+        return "has a 'flexwm' entry that is not an object"
     for key, low in (("action_dim", 1), ("proprio_dim", 0), ("state_dim", 0)):
         if not _is_int(fx.get(key), low):
             return f"has flexwm.{key} = {fx.get(key)!r}; it must be an integer >= {low}"
@@ -134,7 +143,7 @@ def read_episode_rows(root: Path, info: dict) -> list[dict[str, Any]]:
             raise DatasetError(f"{root}: episode {i}'s metadata file {path} is damaged ({e}); {_fix_hint(root)}") from e
         if table.num_rows != 1 or "episode_index" not in table.column_names:
             raise DatasetError(f"{root}: {path} should hold one episode row, found {table.num_rows}; {_fix_hint(root)}")
-        missing = [c for c in _REQUIRED_META if c not in table.column_names]
+        missing = [c for c in required_meta(env_state_key_of(info)) if c not in table.column_names]
         if missing:
             raise DatasetError(f"{root}: episode {i}'s metadata file {path} lacks columns {missing}; {_fix_hint(root)}")
         row = table.to_pylist()[0]
@@ -145,7 +154,36 @@ def read_episode_rows(root: Path, info: dict) -> list[dict[str, Any]]:
     return rows
 
 
-_REQUIRED_META = [n for n in episodes_schema().names if n not in (DATA_SHA_COLUMN, VIDEO_SHA_COLUMN)]
+def env_state_key_of(info: dict) -> str:
+    """The privileged-state column of a flexwm dataset: its old name in datasets written before the rename."""
+    return LEGACY_ENV_STATE_KEY if LEGACY_ENV_STATE_KEY in info.get("features", {}) else ENV_STATE_KEY
+
+
+def required_meta(env_key: str) -> list[str]:
+    optional = optional_episode_columns(env_key)
+    return [n for n in episodes_schema(env_key).names if n not in optional]
+
+
+def is_flexwm_layout(root: Path, info: dict) -> bool:
+    """True for a dataset in flexwm's own layout: one episode per file, each metadata row carrying flexwm's
+    labels. False for one LeRobot wrote or rewrote (e.g. with `delete_episodes`), read as packed files."""
+    fx = info.get("flexwm")
+    if not isinstance(fx, dict) or fx.get("episodes_per_file") != 1:
+        return False
+    for path in list_episode_files(root, int(info["chunks_size"])).values():
+        try:
+            meta = pq.read_metadata(path)
+        except (pa.ArrowException, OSError):
+            continue  # damaged: flexwm's reader reports it by name
+        if meta.num_rows != 1 or "outcome" not in meta.schema.names:
+            return False
+    return True
+
+
+def all_episode_files(root: Path) -> list[Path]:
+    base = Path(root) / EPISODES_DIR
+    return sorted(f for f in base.glob("chunk-*/file-*.parquet") if _CHUNK_RE.fullmatch(f.parent.name)
+                  and _FILE_RE.fullmatch(f.name)) if base.is_dir() else []
 
 
 def _row_problem(row: dict, i: int, prev: dict | None) -> str | None:
@@ -169,25 +207,56 @@ def task_list_of(rows: list[dict]) -> list[str]:
 
 
 class FlexDataset:
-    """A flexwm dataset on disk. `episodes[i]` is episode i's metadata; `load_episode(i)` decodes it."""
+    """A dataset on disk. `episodes[i]` is episode i's metadata; `load_episode(i)` decodes it.
 
-    def __init__(self, root: str | Path):
+    camera: the video feature to read (needed when a dataset has several); outcome: how episodes without flexwm
+    labels are labelled (flexwm.data.plain.OUTCOME_RULES); embodiment: the name given to a dataset's robot
+    (default: info.json's robot_type); image_size: frames are scaled to this size (H, W) or square side when
+    decoded (datasets from the hub are often 480x640; flexwm's presets train at 64x64).
+    """
+
+    def __init__(self, root: str | Path, *, camera: str | None = None, outcome: str | None = None,
+                 embodiment: str | None = None, image_size: int | tuple[int, int] | None = None):
         self.root = Path(root)
         info = read_info(self.root)
         self._info = info
-        rows = read_episode_rows(self.root, info)
-        self.episodes: list[dict[str, Any]] = []
-        for r in rows:
-            ep = {k: v for k, v in r.items() if not k.startswith("stats/")}
-            try:
-                ep["extra"] = json.loads(r.get(EXTRA_COLUMN) or "{}")
-            except ValueError:
-                ep["extra"] = {}
-            self.episodes.append(ep)
-        self._tasks = task_list_of(rows)
-        self.num_frames = int(rows[-1]["dataset_to_index"]) if rows else 0
+        self.outcome_rule = plain.check_outcome_rule(outcome)
+        self.layout = plain.resolve_layout(self.root, info, camera, embodiment)
+        self.stored_image_size = self.layout.image_size
+        self._resize = plain.check_image_size(image_size, self.stored_image_size)
+        if self._resize is not None:
+            self.layout = dataclasses.replace(self.layout, image_size=self._resize)
+        self.flexwm_layout = is_flexwm_layout(self.root, info)
+        if self.flexwm_layout:
+            rows = read_episode_rows(self.root, info)
+            tasks = task_list_of(rows)
+        else:
+            rows = plain.read_packed_rows(self.root, all_episode_files(self.root), self.layout, _fix_hint(self.root))
+            tasks = plain.read_tasks(self.root) or task_list_of(rows)
+        if self.outcome_rule == "success-column" and self.layout.success_key is None:
+            raise ConfigError(f"outcome rule 'success-column' needs a {SUCCESS_KEY} feature, but {self.root} has "
+                              f"only {sorted(info['features'])}; declare 'last-frame' or 'success' instead")
+        hint = _fix_hint(self.root)
+        any_success = ([True in v for v in plain.episode_values(self.root, rows, SUCCESS_KEY, hint)]
+                       if self.outcome_rule == "success-column" else [None] * len(rows))
+        kept = [None] * len(rows)  # labels LeRobot's tools kept in the data when they dropped flexwm's metadata
+        if not self.flexwm_layout and OUTCOME_KEY in info["features"] and rows and rows[0].get("outcome") is None:
+            kept = [plain.stored_outcome(v) for v in plain.episode_values(self.root, rows, OUTCOME_KEY, hint)]
+        self.episodes: list[dict[str, Any]] = [plain.label_episode(r, self.outcome_rule, self.layout, s, o)
+                                               for r, s, o in zip(rows, any_success, kept)]
+        if self._resize is not None:
+            for ep in self.episodes:
+                ep["image_size"] = list(self._resize)  # part of the episode's identity for caches
+        self._tasks = tasks
+        self.num_frames = int(sum(int(r["length"]) for r in rows))
         self.meta = with_totals(info, len(rows), self.num_frames, len(self._tasks))
-        self._one_per_file = info["flexwm"].get("episodes_per_file") == 1
+        self._one_per_file = self.flexwm_layout
+        fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
+        # per-file sha256: in flexwm's layout, and in a copy flexwm packed (flexwm.data.pack); a dataset LeRobot
+        # rewrote has files its checksums no longer describe (LeRobot's tools drop them with the flexwm block)
+        self._checksums = self.flexwm_layout or fx.get("packed") is True
+        self._checked: set[Path] = set()  # packed files whose checksum was verified (many episodes share one)
+        self._table: tuple[Path, pa.Table] | None = None  # the last packed data file read (episodes come in order)
 
     # schema -------------------------------------------------------------------------------------------------
     @property
@@ -196,24 +265,27 @@ class FlexDataset:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        h, w = self._info["flexwm"]["image_size"]
-        return int(h), int(w)
+        return self.layout.image_size
 
     @property
     def action_dim(self) -> int:
-        return int(self._info["flexwm"]["action_dim"])
+        return self.layout.action_dim
 
     @property
     def proprio_dim(self) -> int:
-        return int(self._info["flexwm"]["proprio_dim"])
+        return self.layout.proprio_dim
 
     @property
     def state_dim(self) -> int:
-        return int(self._info["flexwm"]["state_dim"])
+        return self.layout.state_dim
 
     @property
     def embodiment(self) -> str:
-        return str(self._info["robot_type"])
+        return self.layout.embodiment
+
+    @property
+    def camera(self) -> str:
+        return self.layout.camera
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -239,8 +311,10 @@ class FlexDataset:
                        state=cols[ENV_STATE_KEY], meta=meta, fps=self.fps)
 
     def load_columns(self, i: int) -> dict[str, np.ndarray]:
-        """Episode i's non-video columns (action, observation.state, observation.env_state, next.success, ...),
-        checked like `load_episode` but without decoding the video: cheap enough to hold for a whole dataset."""
+        """Episode i's non-video columns under flexwm's names (action, observation.state, flexwm.env_state,
+        next.success, frame_index, timestamp, index, task_index), checked like `load_episode` but without
+        decoding the video: cheap enough to hold for a whole dataset. Absent features are zeros (env state (T, 0));
+        next.success follows the dataset's outcome rule."""
         if not 0 <= i < len(self):
             raise IndexError(f"episode {i} out of range: {self.root} has {len(self)} episodes")
         return self._load_rows(i, self.episodes[i])
@@ -264,8 +338,12 @@ class FlexDataset:
         return self._path(i, data_path, ep["data/chunk_index"], ep["data/file_index"])
 
     def _video_file(self, i: int) -> Path:
-        ep = self.episodes[i]
-        return self._path(i, video_path, ep[f"videos/{VIDEO_KEY}/chunk_index"], ep[f"videos/{VIDEO_KEY}/file_index"])
+        ep, cam = self.episodes[i], self.layout.camera
+        try:
+            return video_path(self.root, ep[f"videos/{cam}/chunk_index"], ep[f"videos/{cam}/file_index"], cam)
+        except ValueError as e:
+            raise DatasetError(f"{self.root}: episode {i}'s metadata has an invalid file index ({e}); "
+                               f"{_fix_hint(self.root)}") from e
 
     def _path(self, i: int, make, chunk: Any, file: Any) -> Path:
         try:
@@ -274,25 +352,42 @@ class FlexDataset:
             raise DatasetError(f"{self.root}: episode {i}'s metadata has an invalid file index ({e}); "
                                f"{_fix_hint(self.root)}") from e
 
+    def _data_table(self, i: int, path: Path, ep: dict) -> pa.Table:
+        """The whole data file holding episode i (sha256-checked when written by flexwm; the last packed file
+        read is kept, so reading a packed dataset's episodes in order reads each file once)."""
+        if self._table is not None and self._table[0] == path:
+            return self._table[1]
+        raw = path.read_bytes()
+        want = ep.get(DATA_SHA_COLUMN) if self._checksums else None
+        if want and sha256_bytes(raw) != want:
+            raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
+                               f"the one written with it; {_fix_hint(self.root)}")
+        table = pq.read_table(pa.BufferReader(raw), page_checksum_verification=True)  # CRC per data page
+        if not self.flexwm_layout:
+            self._table = (path, table)
+        return table
+
     def _load_rows(self, i: int, ep: dict) -> dict[str, np.ndarray]:
         path = self._data_file(i)
         T, start = int(ep["length"]), int(ep["dataset_from_index"])
+        L = self.layout
         try:
-            raw = path.read_bytes()
-            want = ep.get(DATA_SHA_COLUMN)
-            if want and sha256_bytes(raw) != want:
-                raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
-                                   f"the one written with it; {_fix_hint(self.root)}")
-            table = pq.read_table(pa.BufferReader(raw), page_checksum_verification=True)  # CRC per data page
+            table = self._data_table(i, path, ep)
             rows_in_file = table.num_rows
             table = table.filter(pc.equal(table["episode_index"], i))
             frame_index = table["frame_index"].to_numpy()
             order = np.argsort(frame_index, kind="stable")
+            n = len(frame_index)
+            stored = (table[L.success_key].to_numpy(zero_copy_only=False).astype(bool)[order]
+                      if L.success_key and L.success_key in table.column_names else None)
             cols = {
-                ACTION_KEY: _vectors(table, ACTION_KEY, self.action_dim)[order],
-                STATE_KEY: _vectors(table, STATE_KEY, self.proprio_dim)[order],
-                ENV_STATE_KEY: _vectors(table, ENV_STATE_KEY, self.state_dim)[order],
-                SUCCESS_KEY: table[SUCCESS_KEY].to_numpy(zero_copy_only=False).astype(bool)[order],
+                ACTION_KEY: _vectors(table, L.action_key, self.action_dim)[order],
+                STATE_KEY: (_vectors(table, L.state_key, self.proprio_dim)[order] if L.state_key
+                            else np.zeros((n, self.proprio_dim), np.float32)),
+                ENV_STATE_KEY: (_vectors(table, L.env_state_key, self.state_dim)[order] if L.env_state_key
+                                else np.zeros((n, 0), np.float32)),
+                SUCCESS_KEY: (stored if self.outcome_rule == "labels" and stored is not None else
+                              plain.declared_success(self.outcome_rule, stored, n) if n else np.zeros(0, bool)),
                 "frame_index": frame_index[order],
                 "timestamp": table["timestamp"].to_numpy()[order],
                 "index": table["index"].to_numpy()[order],
@@ -324,25 +419,36 @@ class FlexDataset:
         path = self._video_file(i)
         if not path.is_file():
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is missing; {_fix_hint(self.root)}")
-        want = ep.get(VIDEO_SHA_COLUMN)
+        want = ep.get(VIDEO_SHA_COLUMN) if self._checksums and path not in self._checked else None
         if want and sha256_file(path) != want:
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is damaged: its sha256 differs from the one "
                                f"written with it; {_fix_hint(self.root)}")
+        if want and not self._one_per_file:
+            self._checked.add(path)
         try:
             if self._one_per_file:  # the whole file is the episode: extra frames are damage, not a neighbour
-                return decode_video(path, size=self.image_size)
-            return decode_video(path, size=self.image_size,
-                                from_timestamp=float(ep[f"videos/{VIDEO_KEY}/from_timestamp"]),
-                                to_timestamp=float(ep[f"videos/{VIDEO_KEY}/to_timestamp"]))
+                return decode_video(path, size=self.stored_image_size, resize=self._resize)
+            cam = self.layout.camera
+            start = float(ep[f"videos/{cam}/from_timestamp"])
+            end = float(ep[f"videos/{cam}/to_timestamp"])
+            return decode_video(path, size=self.stored_image_size, from_timestamp=start,
+                                to_timestamp=end + 0.5 / self.fps, max_frames=int(ep["length"]), resize=self._resize)
         except Exception as e:  # av raises many error types (InvalidDataError, EOFError, ValueError, ...)
             raise DatasetError(f"{self.root}: episode {i}'s video {path} cannot be decoded ({type(e).__name__}: "
                                f"{e}); {_fix_hint(self.root)}") from e
 
 
 def _vectors(table: pa.Table, key: str, dim: int) -> np.ndarray:
-    """A list<float32> column as float32 (T, dim); ValueError if any row does not have `dim` values."""
+    """A vector column (list or fixed-size list, as flexwm and LeRobot write them; a plain number for a
+    1-dim feature) as float32 (T, dim); ValueError if any row does not have `dim` values."""
     arr = table[key].combine_chunks()
-    lengths = arr.value_lengths().to_numpy(zero_copy_only=False) if len(arr) else np.zeros(0)
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
+        if dim != 1:
+            raise ValueError(f"column {key} holds single numbers, expected vectors of {dim}")
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(arr), 1)
+    if arr.null_count:
+        raise ValueError(f"column {key} has {arr.null_count} empty (null) rows")
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False) if len(arr) else np.zeros(0)
     if np.any(lengths != dim):
         raise ValueError(f"column {key} has rows of length {sorted(set(lengths.tolist()))}, expected {dim}")
     values = arr.flatten().to_numpy(zero_copy_only=False) if len(arr) else np.zeros(0)
@@ -369,7 +475,7 @@ def find_orphans(root: Path, n_episodes: int, chunks_size: int) -> list[Path]:
     return sorted(out)
 
 
-def verify(root: str | Path) -> dict:
+def verify(root: str | Path, *, camera: str | None = None, outcome: str | None = None) -> dict:
     """Decode and check every episode.
 
     Returns {"root", "episodes", "frames", "ok", "damaged", "notes"}: `damaged` lists
@@ -377,30 +483,28 @@ def verify(root: str | Path) -> dict:
     leftovers of an interrupted write (stale info.json/tasks.parquet, orphaned files), fixed by the next write.
     Raises DatasetError if the dataset cannot be opened at all.
     """
-    ds = FlexDataset(root)
+    ds = FlexDataset(root, camera=camera, outcome=outcome)
     damaged, notes = [], []
     tasks = ds.task_list()
     for i in range(len(ds)):
         try:
             cols, _ = ds._read(i)
-            task = ds.episodes[i]["tasks"][0]
-            if set(cols["task_index"].tolist()) != {tasks.index(task)}:
+            used = sorted(set(cols["task_index"].tolist()))
+            names = {tasks[k] if 0 <= k < len(tasks) else None for k in used}
+            if not names <= set(ds.episodes[i]["tasks"]):
                 raise DatasetError(f"{ds.root}: episode {i}'s data file {ds._data_file(i)} has "
-                                   f"task_index {sorted(set(cols['task_index'].tolist()))} but its task {task!r} "
-                                   f"has index {tasks.index(task)}; {_fix_hint(ds.root)}")
+                                   f"task_index {used} but its tasks are {ds.episodes[i]['tasks']} "
+                                   f"(task list {tasks[:8]}); {_fix_hint(ds.root)}")
         except DatasetError as e:
             damaged.append({"episode_index": i, "error": str(e)})
     on_disk = ds._info
     if (on_disk.get("total_episodes"), on_disk.get("total_frames")) != (len(ds), ds.num_frames):
         notes.append(f"info.json totals ({on_disk.get('total_episodes')} episodes, {on_disk.get('total_frames')} "
                      f"frames) are stale; meta/episodes (the source of truth) says {len(ds)} / {ds.num_frames}")
-    try:
-        stored = pq.read_table(ds.root / TASKS_PATH)["task"].to_pylist()
-    except (OSError, pa.ArrowException, KeyError):
-        stored = None
+    stored = plain.read_tasks(ds.root)
     if tasks and stored != tasks:
         notes.append("meta/tasks.parquet differs from the tasks in meta/episodes (the source of truth)")
-    orphans = find_orphans(ds.root, len(ds), int(on_disk["chunks_size"]))
+    orphans = find_orphans(ds.root, len(ds), int(on_disk["chunks_size"])) if ds.flexwm_layout else []
     if orphans:
         notes.append(f"{len(orphans)} orphaned file(s) from an interrupted write are ignored, e.g. "
                      f"{orphans[0].relative_to(ds.root)}; a resumed write removes them")

@@ -56,26 +56,42 @@ def encode_frames(frames: np.ndarray, target: Any, *, container_format: str, cod
 
 
 def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_timestamp: float = 0.0,
-                 to_timestamp: float | None = None) -> np.ndarray:
-    """Decode an mp4 to uint8 (T, H, W, 3), keeping frames with from_timestamp <= ts < to_timestamp.
+                 to_timestamp: float | None = None, max_frames: int | None = None,
+                 resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an mp4 to uint8 (T, H, W, 3): the frames with from_timestamp <= ts < to_timestamp (half a frame
+    period of tolerance), at most `max_frames` of them.
 
-    `size` = (H, W) crops the padding `encode_video` added to odd sizes. Raises the decoder's own errors
-    (av.FFmpegError, OSError); the dataset reader turns them into a DatasetError naming the episode.
+    A file holding many episodes (as LeRobot packs them) is entered by seeking to the last keyframe at or
+    before `from_timestamp`, so reading an episode decodes at most one group of pictures before it, not the
+    file from its start; decoding stops once the episode's frames are read. Any codec the ffmpeg build inside
+    PyAV decodes works (h264, AV1, ...). `size` = (H, W) crops the padding `encode_video` added to odd sizes;
+    `resize` = (H, W) instead scales each whole decoded frame to that size (area averaging when shrinking).
+    Raises the decoder's own errors (av.FFmpegError, OSError); the dataset reader turns them into a
+    DatasetError naming the episode.
     """
     out = []
     with av.open(str(path), mode="r") as container:
         stream = container.streams.video[0]
         stream.thread_count = 1
         tb = stream.time_base
-        half = 0.5 / float(stream.average_rate or 1)  # tolerance: half a frame period
+        half = 0.5 / float(stream.average_rate or stream.guessed_rate or 1)  # tolerance: half a frame period
+        if from_timestamp > half and tb:
+            container.seek(max(int((from_timestamp - half) / tb), 0), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
             ts = float(frame.pts * tb) if frame.pts is not None else len(out) * 2 * half
-            if ts < from_timestamp - half or (to_timestamp is not None and ts >= to_timestamp - half):
+            if ts < from_timestamp - half:
                 continue
-            out.append(frame.to_ndarray(format="rgb24"))
+            if to_timestamp is not None and ts >= to_timestamp - half:
+                break
+            if resize is None:
+                out.append(frame.to_ndarray(format="rgb24"))
+            else:
+                out.append(frame.to_ndarray(format="rgb24", width=resize[1], height=resize[0], interpolation="AREA"))
+            if max_frames is not None and len(out) >= max_frames:
+                break
     if not out:
-        return np.zeros((0, *(size or (0, 0)), 3), np.uint8)
+        return np.zeros((0, *(resize or size or (0, 0)), 3), np.uint8)
     arr = np.stack(out)
-    if size is not None:
+    if size is not None and resize is None:
         arr = arr[:, : size[0], : size[1]]
     return arr

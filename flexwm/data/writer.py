@@ -27,9 +27,12 @@ from flexwm.data.lerobot import (
     ENV_STATE_KEY,
     EXTRA_COLUMN,
     INFO_PATH,
+    LEGACY_ENV_STATE_KEY,
+    OUTCOME_CODES,
+    OUTCOME_KEY,
+    QUANTILE_NAMES,
     STAT_NAMES,
     STATE_KEY,
-    STATS_KEYS,
     STATS_PATH,
     SUCCESS_KEY,
     TASKS_PATH,
@@ -41,20 +44,23 @@ from flexwm.data.lerobot import (
     data_schema,
     episode_meta_path,
     episodes_schema,
+    image_stats,
     make_info,
     schema_mismatches,
+    stats_json,
     tasks_table,
     video_path,
     with_totals,
 )
-from flexwm.data.reader import find_orphans, read_episode_rows, read_info, task_list_of
+from flexwm.data.reader import FlexDataset, find_orphans, read_episode_rows, read_info, task_list_of
 from flexwm.data.video import encode_video
 from flexwm.errors import DatasetError
 from flexwm.io import atomic_write, atomic_write_json, sha256_file
 
 
 class RunningStats:
-    """Dataset-wide min/max/mean/std of one feature from per-episode stats: O(1) per episode."""
+    """Dataset-wide stats of one feature from per-episode stats, O(1) per episode: exact min/max/mean/std, and
+    quantiles as the count-weighted mean of the episodes' quantiles (LeRobot's `aggregate_feature_stats`)."""
 
     def __init__(self, dim: int):
         self.n = 0
@@ -62,6 +68,7 @@ class RunningStats:
         self.sumsq = np.zeros(dim)
         self.min = np.full(dim, np.inf)
         self.max = np.full(dim, -np.inf)
+        self.qsum = {q: np.zeros(dim) for q in QUANTILE_NAMES}
 
     def add(self, st: dict[str, list]) -> None:
         n = int(st["count"][0])
@@ -71,12 +78,14 @@ class RunningStats:
         self.sumsq += n * (std**2 + mean**2)
         self.min = np.minimum(self.min, st["min"])
         self.max = np.maximum(self.max, st["max"])
+        for q in QUANTILE_NAMES:
+            self.qsum[q] += n * np.asarray(st[q], float)
 
     def to_json(self) -> dict[str, list]:
         mean = self.sum / max(self.n, 1)
         std = np.sqrt(np.maximum(self.sumsq / max(self.n, 1) - mean**2, 0.0))
         return {"min": self.min.tolist(), "max": self.max.tolist(), "mean": mean.tolist(), "std": std.tolist(),
-                "count": [self.n]}
+                "count": [self.n], **{q: (v / max(self.n, 1)).tolist() for q, v in self.qsum.items()}}
 
 
 def _only_leftovers(root: Path) -> bool:
@@ -115,11 +124,16 @@ class DatasetWriter:
             raise DatasetError(f"invalid dataset schema {self.schema}: action_dim must be >= 1, other dims >= 0")
         self._lock_fd: int | None = None
         self._closed = False
+        self._env_key = ENV_STATE_KEY
 
         if self.root.exists() and not self.root.is_dir():
             raise DatasetError(f"{self.root} is a file, not a directory; choose a new --out directory")
         if (self.root / INFO_PATH).is_file():
             self.info = read_info(self.root)
+            if not isinstance(self.info.get("flexwm"), dict) or self.info["flexwm"].get("episodes_per_file") != 1:
+                raise DatasetError(f"{self.root} packs many episodes per file (written by LeRobot, or packed by "
+                                   "flexwm.data.pack): flexwm reads it but does not append to it; choose a new --out "
+                                   "directory (or collect into the unpacked source and pack again)")
             bad = schema_mismatches(self.info, self.schema)
             if bad:
                 raise DatasetError(f"dataset {self.root} has " + "; ".join(bad)
@@ -129,6 +143,10 @@ class DatasetWriter:
                                "choose a new --out directory")
         else:
             self.info = make_info(**self.schema)
+        if LEGACY_ENV_STATE_KEY in self.info["features"]:  # an older dataset keeps its column name
+            self._env_key = LEGACY_ENV_STATE_KEY
+        # ... and its columns: LeRobot reads every data file of a dataset with one schema
+        self._outcome_column = OUTCOME_KEY in self.info["features"]
         self._check_writable()
         self._lock()
         try:
@@ -145,11 +163,19 @@ class DatasetWriter:
         self._frames = int(rows[-1]["dataset_to_index"]) if rows else 0
         self._tasks = {t: k for k, t in enumerate(task_list_of(rows))}
         s = self.schema
-        dims = {ACTION_KEY: s["action_dim"], STATE_KEY: s["proprio_dim"], ENV_STATE_KEY: s["state_dim"]}
-        self._stats = {key: RunningStats(dims[key]) for key in STATS_KEYS}
-        for r in rows:
-            for key in STATS_KEYS:
-                self._stats[key].add({name: r[f"stats/{key}/{name}"] for name in STAT_NAMES})
+        dims = {ACTION_KEY: s["action_dim"], STATE_KEY: s["proprio_dim"], self._env_key: s["state_dim"], VIDEO_KEY: 3}
+        self._stats = {key: RunningStats(dims[key]) for key in dims}
+        old = None
+        for i, r in enumerate(rows):
+            names = STAT_NAMES + QUANTILE_NAMES
+            if all(r.get(f"stats/{key}/{n}") is not None for key in dims for n in names):
+                for key in dims:
+                    self._stats[key].add({n: r[f"stats/{key}/{n}"] for n in names})
+                continue
+            # written before quantiles and image stats were: computed once from the episode itself
+            old = old or FlexDataset(self.root)
+            for key, st in self._episode_stats(old.load_episode(i)).items():
+                self._stats[key].add(st)
         for f in find_orphans(self.root, self._n, int(self.info["chunks_size"])):
             f.unlink(missing_ok=True)
         self._write_meta(tasks_changed=True)
@@ -189,23 +215,25 @@ class DatasetWriter:
 
         table = pa.table({
             STATE_KEY: _vector_column(episode.proprio, s["proprio_dim"]),
-            ENV_STATE_KEY: _vector_column(episode.state, s["state_dim"]),
+            self._env_key: _vector_column(episode.state, s["state_dim"]),
             ACTION_KEY: _vector_column(episode.actions, s["action_dim"]),
             SUCCESS_KEY: pa.array(np.asarray(episode.success, dtype=bool)),
+            **({OUTCOME_KEY: pa.array(np.full(T, OUTCOME_CODES[episode.meta.outcome], dtype=np.int64))}
+               if self._outcome_column else {}),
             "timestamp": pa.array(np.arange(T, dtype=np.float32) / np.float32(s["fps"])),
             "frame_index": pa.array(np.arange(T, dtype=np.int64)),
             "episode_index": pa.array(np.full(T, i, dtype=np.int64)),
             "index": pa.array(np.arange(start, start + T, dtype=np.int64)),
             "task_index": pa.array(np.full(T, task_index, dtype=np.int64)),
-        }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"]))
+        }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"], self._env_key,
+                              self._outcome_column))
         atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy",
                                                                                write_page_checksum=True))
         atomic_write(video_path(self.root, chunk, file), lambda p: encode_video(episode.frames, p, s["fps"]))
         if task not in self._tasks:
             atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table([*self._tasks, task]), p))
 
-        stats = {ACTION_KEY: array_stats(episode.actions), STATE_KEY: array_stats(episode.proprio),
-                 ENV_STATE_KEY: array_stats(episode.state)}
+        stats = self._episode_stats(episode)
         m = episode.meta
         row = {
             "episode_index": i, "tasks": [task], "length": T,
@@ -221,7 +249,7 @@ class DatasetWriter:
             DATA_SHA_COLUMN: sha256_file(data_path(self.root, chunk, file)),
             VIDEO_SHA_COLUMN: sha256_file(video_path(self.root, chunk, file)),
         }
-        meta_table = pa.Table.from_pylist([row], schema=episodes_schema())
+        meta_table = pa.Table.from_pylist([row], schema=episodes_schema(self._env_key))
         atomic_write(episode_meta_path(self.root, chunk, file), lambda p: pq.write_table(meta_table, p))
 
         # the episode is now visible; bring the derived files up to date
@@ -233,6 +261,10 @@ class DatasetWriter:
             self._stats[key].add(st)
         self._write_meta(tasks_changed=new_task)
         return i
+
+    def _episode_stats(self, episode: Episode) -> dict[str, dict[str, list]]:
+        return {ACTION_KEY: array_stats(episode.actions), STATE_KEY: array_stats(episode.proprio),
+                self._env_key: array_stats(episode.state), VIDEO_KEY: image_stats(episode.frames)}
 
     def _check_episode(self, ep: Episode) -> None:
         s = self.schema
@@ -260,7 +292,8 @@ class DatasetWriter:
         if tasks_changed and self._tasks:
             atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table(list(self._tasks)), p))
         atomic_write_json(self.root / INFO_PATH, with_totals(self.info, self._n, self._frames, len(self._tasks)))
-        atomic_write_json(self.root / STATS_PATH, {k: st.to_json() for k, st in self._stats.items() if st.n})
+        atomic_write_json(self.root / STATS_PATH, {k: stats_json(st.to_json(), image=k == VIDEO_KEY)
+                                                   for k, st in self._stats.items() if st.n})
 
     # ---- lifetime ------------------------------------------------------------------------------------------
     @property

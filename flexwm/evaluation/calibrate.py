@@ -158,7 +158,9 @@ def calibrate_run(ckpt: str | Path, out: str | Path | None = None, *, data: str 
     data, held = run_heldout(ckpt, data, "calibrate")
     ds = FlexDataset(data)
     wanted = set(tasks)
-    idx = [i for i in held if not wanted or ds.episodes[i]["env_task"] in wanted][:max_episodes]
+    # an unlabelled episode's outcome is unknown: it cannot be scored against imagination
+    idx = [i for i in held if ds.episodes[i]["outcome"] != "unlabelled"
+           and (not wanted or ds.episodes[i]["env_task"] in wanted)][:max_episodes]
     if not idx:
         raise ConfigError(f"no held-out episodes of tasks {sorted(wanted)} in {data}")
     wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, device=device)

@@ -231,7 +231,7 @@ def tune_head_run(ckpt: str | Path, out: str | Path, *, data: str | Path | None 
     held_set = set(held)
     by_outcome: dict[str, list[int]] = {}
     for i in range(len(ds)):
-        if i not in held_set:
+        if i not in held_set and ds.episodes[i]["outcome"] != "unlabelled":  # unknown outcome: no label
             by_outcome.setdefault(ds.episodes[i]["outcome"], []).append(i)
     rng = np.random.default_rng(seed)
     pools = {o: list(rng.permutation(v)) for o, v in sorted(by_outcome.items())}

@@ -41,7 +41,9 @@ from flexwm.errors import ConfigError
 from flexwm.models.world_model import MODES, FlexWorldModel, ModelOutput, WorldModelConfig
 
 # episode outcome (flexwm.data.episode.OUTCOMES) -> code; the one table, used by training (flexwm.training.run) too
-OUTCOME_CODES = {"success": 0, "failure": 1, "play": 2}
+# unlabelled: an episode of a dataset flexwm did not write, outcome not declared (trained like play, and never
+# the success/progress heads: its success is unknown)
+OUTCOME_CODES = {"success": 0, "failure": 1, "play": 2, "unlabelled": 3}
 MODE_NAMES = (*MODES, "skip")
 SUCCESS_ONLY_MODES = ("wam", "policy")
 CLEAN, NOISED, ABSENT = 0, 1, 2
@@ -79,7 +81,7 @@ class ModeSpec:
 
 
 def outcome_codes(outcomes: Any, batch_size: int) -> Tensor:
-    """list[str] ('success'/'failure'/'play') or int codes (0/1/2) -> (B,) long tensor."""
+    """list[str] ('success'/'failure'/'play'/'unlabelled') or int codes (0/1/2/3) -> (B,) long tensor."""
     if isinstance(outcomes, Tensor):
         codes = outcomes.long().cpu().reshape(-1)
     else:
@@ -88,8 +90,9 @@ def outcome_codes(outcomes: Any, batch_size: int) -> Tensor:
             codes = torch.tensor([OUTCOME_CODES[o] if isinstance(o, str) else int(o) for o in outcomes])
         except KeyError as e:
             raise ConfigError(f"unknown outcome {e.args[0]!r}; use one of {list(OUTCOME_CODES)}") from None
-    if codes.numel() != batch_size or codes.numel() and not bool(((codes >= 0) & (codes <= 2)).all()):
-        raise ConfigError(f"need {batch_size} outcomes coded 0 success / 1 failure / 2 play, got {codes.tolist()}")
+    if codes.numel() != batch_size or codes.numel() and not bool(((codes >= 0) & (codes <= 3)).all()):
+        raise ConfigError(f"need {batch_size} outcomes coded 0 success / 1 failure / 2 play / 3 unlabelled, got "
+                          f"{codes.tolist()}")
     return codes
 
 
@@ -101,6 +104,8 @@ def mode_weights(cfg: WorldModelConfig, outcome: int) -> dict[str, float]:
     names = ("ac", "score") if cfg.variant == "ac-only" else MODES
     if not success:
         names = tuple(m for m in names if m not in SUCCESS_ONLY_MODES)
+    if outcome == OUTCOME_CODES["unlabelled"]:  # success unknown: nothing for the success/progress heads
+        names = tuple(m for m in names if m != "score")
     w = {m: float(cfg.mode_weights.get(m, 0.0)) for m in names}
     if cfg.variant == "ac-only" and sum(w.values()) <= 0:
         w = {"ac": 1.0}
@@ -120,8 +125,8 @@ def sample_modes(batch_size: int, outcomes: Any, cfg: WorldModelConfig,
                  generator: torch.Generator | None = None) -> ModeSpec:
     """Draw a mode per example honouring data routing (see the module docstring). Returns CPU tensors."""
     codes = outcome_codes(outcomes, batch_size)
-    table = torch.zeros(3, len(MODE_NAMES))
-    for o in range(3):
+    table = torch.zeros(len(OUTCOME_CODES), len(MODE_NAMES))
+    for o in range(len(OUTCOME_CODES)):
         w = mode_weights(cfg, o)
         for m, v in w.items():
             table[o, MODE_NAMES.index(m)] = v

@@ -44,6 +44,12 @@ from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 class RunConfig:
     preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
+    camera: str | None = field(None, help="camera (video feature) to read from datasets that have several")
+    resize: int | None = field(None, help="scale every dataset's frames to this square size when decoding "
+                                          "(datasets from the hub are often 480x640)")
+    outcome: str | None = field(
+        None, help="outcome of episodes without flexwm labels: labels | unlabelled | success-column | last-frame | "
+                   "success (flexwm.data.plain)")
     seed: int = 0
     device: str = "cpu"
     tokenizer: tok_mod.TokenizerConfig = field(default_factory=lambda: tok_mod.preset("cpu"))
@@ -100,7 +106,8 @@ def preset(name: str, **overrides: Any) -> RunConfig:
 
 def run_config(preset_name: str = "cpu", *, data: list[str] | None = None, variant: str | None = None,
                config_file: str | Path | None = None, overrides: list[str] = (), steps: int | None = None,
-               seed: int | None = None, device: str | None = None) -> RunConfig:
+               seed: int | None = None, device: str | None = None, camera: str | None = None,
+               outcome: str | None = None, resize: int | None = None) -> RunConfig:
     """The RunConfig of `flexwm train`: the preset, then the fields of `config_file` (JSON/YAML), then the
     arguments (data, variant, device: the run's, its training loop's and its text encoder's; seed; steps), then
     `--set` overrides (`flexwm.config.apply_overrides`)."""
@@ -127,6 +134,7 @@ def run_config(preset_name: str = "cpu", *, data: list[str] | None = None, varia
         args["seed"] = seed
     if steps is not None:
         args.setdefault("train", {})["steps"] = steps
+    args.update({k: v for k, v in (("camera", camera), ("outcome", outcome), ("resize", resize)) if v is not None})
     cfg = preset(preset_name, **merge(merged, args))
     return apply_overrides(cfg, list(overrides)) if overrides else cfg
 
@@ -192,7 +200,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
 
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR (one or more dataset directories)")
-    datasets = [FlexDataset(d) for d in cfg.data]
+    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome, image_size=cfg.resize) for d in cfg.data]
     for d, ds in zip(cfg.data, datasets):
         if len(ds) == 0:
             raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")
@@ -203,7 +211,9 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
                      enumerate(ds.episodes) if i in set(tr))
         if n_succ == 0:
             raise DatasetError("the wam-only variant trains on successes only, but the training episodes of "
-                               f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert)")
+                               f"{cfg.data} hold no success; collect expert data (flexwm collect --source expert), "
+                               "or declare the "
+                               "outcome of a dataset flexwm did not write (--outcome success)")
 
     # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
     cfg = resolve_tokenizer(cfg)
@@ -339,7 +349,8 @@ def loss_fn(net: torch.nn.Module, groups: list[dict], generator: torch.Generator
     total = sum(len(g["outcome"]) for g in groups)
     loss, metrics = 0.0, {}
     for g in groups:
-        modes = flow.sample_modes(len(g["outcome"]), g["outcome"], model.cfg, generator)
+        codes = g["outcome"]
+        modes = flow.sample_modes(len(codes), codes, model.cfg, generator)
         lg, mg = flow.flex_loss(_Forward(net, model), g, modes, generator)
         w = len(g["outcome"]) / total
         loss = loss + w * lg

@@ -116,7 +116,7 @@ def test_layout_and_lerobot_names(ds4):
     assert feats[VIDEO]["names"] == ["height", "width", "channels"]
     assert feats[VIDEO]["info"]["video.codec"] == "h264" and feats[VIDEO]["info"]["video.pix_fmt"] == "yuv420p"
     assert feats["action"]["shape"] == [4] and feats["observation.state"]["shape"] == [3]
-    assert feats["observation.env_state"]["shape"] == [5] and feats["next.success"]["dtype"] == "bool"
+    assert feats["flexwm.env_state"]["shape"] == [5] and feats["next.success"]["dtype"] == "bool"
     for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
         assert feats[k]["shape"] == [1]
     fx = info["flexwm"]
@@ -124,8 +124,9 @@ def test_layout_and_lerobot_names(ds4):
     assert fx["action_low"] == [-1.0] * 4 and fx["action_high"] == [1.0] * 4
 
     data = pq.read_table(ds4 / "data/chunk-000/file-001.parquet")
-    assert set(data.column_names) == {"observation.state", "observation.env_state", "action", "next.success",
-                                      "timestamp", "frame_index", "episode_index", "index", "task_index"}
+    assert set(data.column_names) == {"observation.state", "flexwm.env_state", "action", "next.success",
+                                      "flexwm.outcome", "timestamp", "frame_index", "episode_index", "index",
+                                      "task_index"}
     T = make_episode(1).length
     np.testing.assert_allclose(data["timestamp"].to_numpy(), np.arange(T) / 10, rtol=1e-6)
 
@@ -161,7 +162,7 @@ def test_episode_ranges_and_stats(ds4):
     stats = json.loads((ds4 / "meta/stats.json").read_text())
     acts = np.concatenate([make_episode(i).actions for i in range(4)]).astype(np.float64)
     state = np.concatenate([make_episode(i).state for i in range(4)]).astype(np.float64)
-    for key, x in (("action", acts), ("observation.env_state", state)):
+    for key, x in (("action", acts), ("flexwm.env_state", state)):
         np.testing.assert_allclose(stats[key]["mean"], x.mean(0), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(stats[key]["std"], x.std(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(stats[key]["min"], x.min(0))
