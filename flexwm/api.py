@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flexwm.errors import ConfigError
+
 
 def load(path: str | Path, *, device: str = "cpu", env: str | None = None, embodiment: str | None = None,
          steps: int | None = None, **kwargs: Any) -> Any:
@@ -56,10 +58,12 @@ def make_policy(model: Any, name: str = "wam", *, budget: str = "auto", action_s
 
 
 def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] = "button-press-v3", episodes: int = 10,
-             seed: int = 10_000, *, max_steps: int | None = None, instructions: str = "eval",
+             seed: int = 10_000, *, max_steps: int | None = None,
+             instructions: str | Sequence[str] | dict[str, Sequence[str]] = "eval",
              videos: int = 0) -> dict[str, Any]:
     """Success of `policy` in the real simulator (reset seeds seed, seed + 1, ...; held-out instructions by
-    default). One task: the `evaluate_policy` result ("summary": successes, rate, 95% interval; "per_episode";
+    default; `instructions` may also be a list, or a dict task -> list, that episodes cycle through). One task:
+    the `evaluate_policy` result ("summary": successes, rate, 95% interval; "per_episode"; "per_instruction";
     "latency"). Several ("a,b", a list or "avdc"): {"per_task": {task: result}, "pooled": summary,
     "average_over_tasks": rate}."""
     import numpy as np
@@ -72,8 +76,13 @@ def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] = "b
     tasks = expand_tasks(task)
 
     def one(t: str) -> dict[str, Any]:
-        return evaluate_policy(policy, env, t, episodes, seed=seed, max_steps=max_steps, instruction_split=instructions,
-                               record_video=videos, image_size=size or (64, 64))
+        given = instructions.get(t) if isinstance(instructions, dict) else (
+            None if isinstance(instructions, str) else instructions)
+        if isinstance(instructions, dict) and given is None:
+            raise ConfigError(f"instructions has no entry for task {t!r}; give one list per evaluated task")
+        return evaluate_policy(policy, env, t, episodes, seed=seed, max_steps=max_steps,
+                               instruction_split=instructions if isinstance(instructions, str) else "eval",
+                               record_video=videos, image_size=size or (64, 64), instructions=given)
 
     if isinstance(task, str) and len(tasks) == 1:
         return one(tasks[0])

@@ -201,7 +201,9 @@ def eval_(
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
     seed: int = typer.Option(10_000, help="first reset seed (training data used seeds from 0)"),
     max_steps: int | None = typer.Option(None, help="episode length limit"),
-    instructions: str = typer.Option("eval", help="instruction split: eval (held out) | train | canonical"),
+    instructions: str = typer.Option("eval", help="instruction split: eval (held out) | train | canonical, or a JSON "
+                                                  "file mapping task names to lists of instructions (episodes "
+                                                  "cycle through them; success is reported per instruction)"),
     budget: str = typer.Option("auto", help="planning budget: default (accelerator) | cpu (about 1 s per CEM plan "
                                             "on 2 cores) | tiny | auto (cpu on a CPU)"),
     flow_steps: int | None = typer.Option(None, help="flow sampler steps (default 4 with --budget cpu, else 10)"),

@@ -9,9 +9,10 @@ instruction e mod len(split). `evaluate_policy` writes nothing to disk (videos c
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,40 @@ def eval_instructions(task: str, split: str) -> list[str]:
     return out
 
 
+SPLITS = ("eval", "train", "all", "canonical")
+
+
+def load_instruction_file(path: str | Path, env: str, tasks: Sequence[str]) -> dict[str, list[str]]:
+    """A user's instructions: a JSON file mapping task names to lists of instructions, e.g.
+    {"door-open-v3": ["open the door", "pull the door open"]}. Every evaluated task needs a non-empty list;
+    a task name the simulator does not have is an error (a typo would otherwise go unnoticed)."""
+    from flexwm.envs import list_tasks
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--instructions {path}: not a split ({' | '.join(SPLITS)}) and no such file; give a JSON "
+                          'file mapping task names to lists of instructions, e.g. {"door-open-v3": ["open the door"]}')
+    try:
+        table = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"--instructions {path} is not valid JSON ({e})") from None
+    if not isinstance(table, dict) or not all(
+            isinstance(v, list) and v and all(isinstance(s, str) and s.strip() for s in v) for v in table.values()):
+        raise ConfigError(f"--instructions {path} must map each task name to a non-empty list of instruction "
+                          'strings, e.g. {"door-open-v3": ["open the door"]}')
+    known = set(list_tasks(env))
+    unknown = sorted(set(table) - known)
+    if unknown:
+        hint = {t: difflib.get_close_matches(t, sorted(known), n=1) for t in unknown}
+        hints = "; ".join(f"{t!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for t, m in hint.items())
+        raise ConfigError(f"--instructions {path} names tasks {env} does not have: {hints}")
+    missing = [t for t in tasks if t not in table]
+    if missing:
+        raise ConfigError(f"--instructions {path} has no instructions for the evaluated tasks {missing}; add them "
+                          "or evaluate only the tasks it covers (--task)")
+    return {t: [str(s) for s in table[t]] for t in tasks}
+
+
 def instruction_seen_in_training(wm: WorldModel | None, instruction: str) -> bool | None:
     """Whether the model was trained on `instruction` (`wm.knows_instruction`); None without a world model or
     when the model cannot tell."""
@@ -60,22 +95,29 @@ def _imagined_track(plans: list[dict], n_frames: int, frame_shape: tuple[int, ..
 def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, episodes: int, seed: int = 0,
                     max_steps: int | None = None, instruction_split: str = "eval", record_video: int = 0, *,
                     image_size: tuple[int, int] = (64, 64), camera: str | None = None,
-                    stop_on_success: bool = True) -> dict[str, Any]:
+                    stop_on_success: bool = True, instructions: Sequence[str] | None = None) -> dict[str, Any]:
     """Roll `policy` out for `episodes` episodes (reset seeds seed, seed + 1, ...) on `env_name`/`task`.
 
     Returns per-episode records (seed, instruction, success, steps, whether the instruction was in the
     model's training text), the success summary with a Wilson 95% interval, decision latency (seconds per
     `act` that made a new plan: mean and 95th percentile) and, for the first `record_video` episodes, the
     real frames (T+1, H, W, 3), the imagined frames aligned with them, and every plan (step, actions,
-    decoded imagined frames, score).
+    decoded imagined frames, score). `instructions` (a list) replaces the split: episode e hears
+    instructions[e % len(instructions)]; "per_instruction" holds the success summary of each.
     """
     from flexwm.envs import make_env
 
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    if instruction_split not in ("train", "eval", "all", "canonical"):
+    if instructions is not None:
+        instructions = [str(s) for s in instructions]
+        if not instructions:
+            raise ConfigError("instructions must hold at least one instruction")
+        instruction_split = "given"
+    elif instruction_split not in SPLITS:
         raise ConfigError(f"instruction_split {instruction_split!r}: choose 'eval', 'train', 'all' or 'canonical'")
-    instructions = eval_instructions(task, instruction_split)
+    else:
+        instructions = eval_instructions(task, instruction_split)
     env = make_env(env_name, task, image_size=image_size, camera=camera, max_episode_steps=max_steps)
     try:
         check_action_dim(policy.action_dim, env.action_space.shape[0], "the policy", f"{env_name}/{task}")
@@ -100,6 +142,8 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
         "max_steps": env.max_episode_steps, "instruction_split": instruction_split, "execute": policy.execute,
         "policy_config": policy.config,
         "per_episode": records, "success": flags, "summary": success_summary(flags), **extra,
+        "per_instruction": {s: success_summary([r["success"] for r in records if r["instruction"] == s])
+                            for s in dict.fromkeys(r["instruction"] for r in records)},
         "latency": {"decisions": int(lat.size), "mean_s": float(lat.mean()) if lat.size else None,
                     "p95_s": float(np.percentile(lat, 95)) if lat.size else None},
         "videos": videos,
@@ -157,7 +201,8 @@ class EvalConfig:
     episodes: int = field(10, ge=1, help="episodes per task (reset seeds seed, seed + 1, ...)")
     seed: int = field(10_000, ge=0, help="first reset seed (training data used seeds from 0)")
     max_steps: int | None = field(None, help="episode length limit")
-    instructions: str = field("eval", choices=("eval", "train", "all", "canonical"), help="instruction split")
+    instructions: str = field("eval", help="instruction split (eval | train | all | canonical) or a JSON file "
+                                           "mapping task names to lists of instructions")
     budget: str = field("auto", choices=("auto", "default", "cpu", "tiny"), help="planning budget; auto: cpu on a CPU")
     flow_steps: int | None = field(None, help="flow sampler steps (default 4 with budget cpu, else 10)")
     ac_noise: str = field("sample", choices=("sample", "zero"))
@@ -215,11 +260,12 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     except ConfigError as e:
         raise ConfigError(f"--set for policy {cfg.policy!r}: {e}") from None
     flow_steps = cfg.flow_steps if cfg.flow_steps is not None else (4 if budget == "cpu" else 10)
+    given = None if cfg.instructions in SPLITS else load_instruction_file(cfg.instructions, cfg.env, cfg.tasks)
     out = eval_output(out, cfg.ckpt, cfg.policy)
     setup = {"ckpt": str(cfg.ckpt), "policy": cfg.policy, "env": cfg.env, "episodes_per_task": cfg.episodes,
              "seed": cfg.seed, "max_steps": cfg.max_steps, "instructions": cfg.instructions, "flow_steps": flow_steps,
              "policy_overrides": cfg.policy_overrides, "ac_noise": cfg.ac_noise, "budget": budget,
-             "ac_guidance": cfg.ac_guidance}
+             "ac_guidance": cfg.ac_guidance, **({"instruction_lists": given} if given else {})}
     per_task: dict[str, Any] = {}
     if out.exists() and not resume:
         raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
@@ -258,7 +304,8 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
             continue
         pol = make_policy(cfg.policy, wm, cfg.policy_overrides or None, bc_model=bc_model, budget=budget)
         r = evaluate_policy(pol, cfg.env, task, cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps,
-                            instruction_split=cfg.instructions, record_video=cfg.videos)
+                            instruction_split=cfg.instructions, record_video=cfg.videos,
+                            instructions=None if given is None else given[task])
         recorded = r.pop("videos", None)
         if recorded:
             from flexwm.evaluation.videos import save_eval_videos
