@@ -1,4 +1,4 @@
-"""Simulator adapters (Meta-World, PushT) and data-collection policies behind one small interface.
+"""Simulator environments (Meta-World, PushT) and data-collection policies behind one small interface.
 
     env = make_env("metaworld", "door-open-v3", image_size=(64, 64))
     policy = make_scripted_policy("noisy", env, noise=0.3, seed=0)
@@ -64,7 +64,7 @@ def list_tasks(env: str) -> list[str]:
 def make_env(env: str, task: str, image_size: tuple[int, int] = (64, 64), camera: str | None = None,
              max_episode_steps: int | None = None, fast_render: bool = True,
              out_of_range: str = "clip") -> RobotEnv:
-    """Build the adapter for `task` of simulator `env`. None = the adapter's default (camera, episode length).
+    """Build the environment for `task` of simulator `env`. None = the environment's default (camera, episode length).
     `out_of_range`: "clip" actions outside the action space to it, or "reject" them with an EnvError."""
     _check_env(env)
     if out_of_range not in ("clip", "reject"):

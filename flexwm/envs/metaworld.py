@@ -1,14 +1,14 @@
-"""Meta-World (v3, MuJoCo) adapter: one of the 50 MT1 tasks on the Sawyer arm, seen by one camera.
+"""Meta-World (v3, MuJoCo) environment: one of the 50 MT1 tasks on the Sawyer arm, seen by one camera.
 
 Seeding. Meta-World's MT1 benchmark pre-samples 50 object/goal placements from a benchmark seed and picks one
-of them at random on every reset, so a reset seed alone does not fix the scene. This adapter instead lets the
+of them at random on every reset, so a reset seed alone does not fix the scene. This environment instead lets the
 reset seed draw the placement directly: `reset(seed)` reseeds the task's own random generator and samples a
 fresh object/goal placement from the same range MT1 samples from (``_random_reset_space``). The same seed
 always gives the same placement and the same first image, whatever ran before; different seeds give different
 placements. The goal position is part of the observation, as in MT1 (``partially_observable = False``), which
 the scripted experts need.
 
-Episodes. Meta-World's own 500-step horizon (``max_path_length``) is lifted; this adapter ends an episode after
+Episodes. Meta-World's own 500-step horizon (``max_path_length``) is lifted; this environment ends an episode after
 `max_episode_steps` steps. By default it does not end on success (`terminate_on_success=False`), so every
 episode has its full length and the per-step success flags are recorded (a task can be succeeded, then undone).
 
@@ -89,7 +89,7 @@ class MetaWorldEnv(RobotEnv):
         env._freeze_rand_vec = False
         env.seeded_rand_vec = True
         env._set_task_called = True
-        env.max_path_length = 2**62  # lift Meta-World's own 500-step horizon; this adapter ends episodes
+        env.max_path_length = 2**62  # lift Meta-World's own 500-step horizon; this environment ends episodes
         self._env = env
         self.action_space = env.action_space
         self.fps = int(round(1.0 / env.dt))  # control rate (80 Hz: 5 physics steps of 2.5 ms)

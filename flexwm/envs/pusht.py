@@ -1,4 +1,4 @@
-"""PushT adapter (gym-pusht, pymunk 2-D physics): push a T-shaped block onto a fixed green target pose.
+"""PushT environment (gym-pusht, pymunk 2-D physics): push a T-shaped block onto a fixed green target pose.
 
 Actions are absolute target positions of the round pusher, 2-d in [0, 512] pixels (the env's PD controller
 moves the pusher towards them). Images are drawn by the env itself at the requested size (it draws at 512x512

@@ -1,4 +1,4 @@
-"""Fast offscreen MuJoCo camera rendering for the simulator adapters.
+"""Fast offscreen MuJoCo camera rendering for the simulator environments.
 
 One small class, `OffscreenRenderer`, renders one fixed camera of a MuJoCo model into uint8 images:
 
