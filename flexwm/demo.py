@@ -84,7 +84,7 @@ def act(model_dir: Path, episodes: int, policies: list[str], device: str = "cpu"
     real frames and the model's imagined plans are kept as a video for the report."""
     from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.inference import load_run
-    from flexwm.io import atomic_write_json
+    from flexwm.io import atomic_write_json, plain_json
     from flexwm.planning import make_policy
     from flexwm.report import save_eval_videos
 
@@ -105,7 +105,7 @@ def act(model_dir: Path, episodes: int, policies: list[str], device: str = "cpu"
                "instructions": "eval", "flow_steps": 4, "policy_overrides": "tiny budget", "complete": True,
                "average_over_tasks": r["summary"]["rate"], "pooled": r["summary"], "per_task": {EVAL_TASK: r},
                "seconds": time.perf_counter() - t0}
-        atomic_write_json(out, json.loads(json.dumps(res, default=_jsonable)))
+        atomic_write_json(out, plain_json(res))
         s = r["summary"]
         print(f"{name:10s} {s['successes']}/{s['episodes']} on {EVAL_TASK} "
               f"({(r['latency']['mean_s'] or 0) * 1000:.0f} ms/plan)", flush=True)
@@ -128,15 +128,6 @@ def policy_evaluation(model_dir: Path, episodes: int, device: str = "cpu") -> di
     print(f"policy evaluation: pearson {res.get('pearson')}, mmrv {res.get('mmrv')}", flush=True)
     return res
 
-
-def _jsonable(v: Any) -> Any:
-    import numpy as np
-
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return str(v)
 
 
 def run_demo(out: str | Path = "runs/demo", *, train: bool = False, episodes: int = 4, workers: int = 2,

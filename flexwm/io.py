@@ -124,3 +124,19 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     return sha256_bytes(Path(path).read_bytes())
+
+
+def _json_default(x: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
+
+
+def plain_json(obj: Any) -> Any:
+    """`obj` as plain JSON values: numpy scalars and arrays become numbers and lists, anything else unknown to
+    JSON its str(); what a result file holds after writing and reading it back."""
+    return json.loads(json.dumps(obj, default=_json_default))

@@ -221,16 +221,6 @@ def eval_output(out: str | Path | None, ckpt: str | Path, policy: str) -> Path:
     return out if out.suffix == ".json" else out / f"eval-{policy}.json"
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)
-
-
-def _plain(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=_jsonable))
 
 
 def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool = False,
@@ -243,7 +233,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     from flexwm.config import check_device, validate
     from flexwm.envs import EMBODIMENTS
     from flexwm.inference import load_run
-    from flexwm.io import atomic_write_json
+    from flexwm.io import atomic_write_json, plain_json
     from flexwm.planning import BUDGETS, POLICIES, make_policy, policy_config
 
     if cfg.budget != "auto" and cfg.budget not in BUDGETS:
@@ -274,7 +264,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
             old = json.loads(out.read_text())
         except ValueError as e:
             raise ConfigError(f"{out} is not a readable result file ({e}); remove it or choose another --out") from e
-        differs = sorted(k for k, v in setup.items() if _plain(old.get(k)) != _plain(v))
+        differs = sorted(k for k, v in setup.items() if plain_json(old.get(k)) != plain_json(v))
         if differs:
             raise ConfigError(f"{out} was made with other settings ({differs} differ); use the same options to "
                               "resume, or choose another --out")
@@ -296,7 +286,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         result = {**setup, "complete": done, "tasks": list(cfg.tasks),
                   "average_over_tasks": float(np.mean(rates)) if rates else None,
                   "pooled": success_summary(flags), "per_task": per_task, "command": " ".join(command or [])}
-        atomic_write_json(out, _plain(result))
+        atomic_write_json(out, plain_json(result))
         return result
 
     for task in cfg.tasks:
@@ -311,7 +301,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
             from flexwm.evaluation.videos import save_eval_videos
 
             save_eval_videos(out.parent, cfg.policy, task, recorded)
-        per_task[task] = _plain(r)
+        per_task[task] = plain_json(r)
         s = r["summary"]
         if log:
             log(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "

@@ -320,10 +320,9 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
     the real simulator with `real`), and write the improved model and OUT/improve_log.json to `out`. With
     `cfg.start == "dataset"`, imagined branches start from frames of `data`'s episodes of the task (the run's
     held-out episodes excluded). Returns the log."""
-    import json
 
     from flexwm.config import check_device
-    from flexwm.io import atomic_write_json
+    from flexwm.io import atomic_write_json, plain_json
     from flexwm.planning import BCModel
 
     check_device(device)
@@ -358,13 +357,6 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
     model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress, **kw)
     model.save_pretrained(out)
     log = {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(command or [])}
-    atomic_write_json(out / "improve_log.json", json.loads(json.dumps(log, default=_jsonable)))
+    atomic_write_json(out / "improve_log.json", plain_json(log))
     return log
 
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return str(x)

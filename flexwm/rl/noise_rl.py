@@ -165,12 +165,11 @@ def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConf
                   progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """`flexwm steer-wam`: learn a noise policy for the WAM of the model at `ckpt` on `task` (in imagination, or
     in the real simulator with `real`) and save it to `out` with its log. Returns the log."""
-    import json
 
     from flexwm.config import check_device
     from flexwm.envs import EMBODIMENTS
     from flexwm.inference import load_run
-    from flexwm.rl.improve import _jsonable
+    from flexwm.io import plain_json
 
     check_device(device)
     out = Path(out)
@@ -178,6 +177,5 @@ def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConf
         raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
     wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=EMBODIMENTS.get(env_name))
     pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress)
-    pol.save_pretrained(out, json.loads(json.dumps({"log": log, "run": str(ckpt), "command": " ".join(command or [])},
-                                                   default=_jsonable)))
+    pol.save_pretrained(out, plain_json({"log": log, "run": str(ckpt), "command": " ".join(command or [])}))
     return log
