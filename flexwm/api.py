@@ -75,14 +75,20 @@ def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] = "b
     size = policy.wm.image_size if getattr(policy, "wm", None) is not None else None
     tasks = expand_tasks(task)
 
-    def one(t: str) -> dict[str, Any]:
-        given = instructions.get(t) if isinstance(instructions, dict) else (
-            None if isinstance(instructions, str) else instructions)
-        if isinstance(instructions, dict) and given is None:
+    split = instructions if isinstance(instructions, str) else "eval"  # a list or dict replaces the split
+
+    def given(t: str) -> Sequence[str] | None:
+        if isinstance(instructions, str):
+            return None
+        if not isinstance(instructions, dict):
+            return instructions
+        if t not in instructions:
             raise ConfigError(f"instructions has no entry for task {t!r}; give one list per evaluated task")
-        return evaluate_policy(policy, env, t, episodes, seed=seed, max_steps=max_steps,
-                               instruction_split=instructions if isinstance(instructions, str) else "eval",
-                               record_video=videos, image_size=size or (64, 64), instructions=given)
+        return instructions[t]
+
+    def one(t: str) -> dict[str, Any]:
+        return evaluate_policy(policy, env, t, episodes, seed=seed, max_steps=max_steps, instruction_split=split,
+                               record_video=videos, image_size=size or (64, 64), instructions=given(t))
 
     if isinstance(task, str) and len(tasks) == 1:
         return one(tasks[0])
