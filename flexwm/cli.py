@@ -209,6 +209,7 @@ def eval_(
     flow_steps: int | None = typer.Option(None, help="flow sampler steps (default 4 with --budget cpu, else 10)"),
     ac_noise: str = typer.Option("sample", help="action-conditioned rollouts: sample | zero (deterministic)"),
     ac_guidance: float = typer.Option(1.0, help="> 1: imagined futures follow the actions more (2 model calls)"),
+    cfg_scale: float = typer.Option(1.0, help="> 1: classifier-free guidance on the instruction (2 model calls)"),
     device: str = typer.Option("cpu", help=DEVICE),
     set_: list[str] = typer.Option([], "--set", help=SET.format(example="population=32") + " (the policy's config)"),
     out: Path | None = typer.Option(None, help="output folder (writes OUT/eval-POLICY.json) or a .json result file; "
@@ -226,7 +227,7 @@ def eval_(
 
     cfg = EvalConfig(ckpt=str(ckpt), env=env, tasks=expand_tasks(task), policy=policy, episodes=episodes, seed=seed,
                      max_steps=max_steps, instructions=instructions, budget=budget, flow_steps=flow_steps,
-                     ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
+                     ac_noise=ac_noise, ac_guidance=ac_guidance, cfg_scale=cfg_scale, device=device,
                      policy_overrides=parse_overrides(set_), videos=videos)
     result = evaluate_run(cfg, out, resume=resume, command=_command(), log=typer.echo)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {result['out']}")

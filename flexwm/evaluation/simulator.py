@@ -207,6 +207,7 @@ class EvalConfig:
     flow_steps: int | None = field(None, help="flow sampler steps (default 4 with budget cpu, else 10)")
     ac_noise: str = field("sample", choices=("sample", "zero"))
     ac_guidance: float = field(1.0, ge=0.0)
+    cfg_scale: float = field(1.0, ge=0.0, help="classifier-free guidance on the instruction (1 = none)")
     device: str = field("cpu", help="the world model's device")
     policy_overrides: dict = field(default_factory=dict, help="the policy's config overrides")
     videos: int = field(0, ge=0, help="episodes per task saved as real | imagined-plan videos")
@@ -255,7 +256,8 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     setup = {"ckpt": str(cfg.ckpt), "policy": cfg.policy, "env": cfg.env, "episodes_per_task": cfg.episodes,
              "seed": cfg.seed, "max_steps": cfg.max_steps, "instructions": cfg.instructions, "flow_steps": flow_steps,
              "policy_overrides": cfg.policy_overrides, "ac_noise": cfg.ac_noise, "budget": budget,
-             "ac_guidance": cfg.ac_guidance, **({"instruction_lists": given} if given else {})}
+             "ac_guidance": cfg.ac_guidance, "cfg_scale": cfg.cfg_scale,
+             **({"instruction_lists": given} if given else {})}
     per_task: dict[str, Any] = {}
     if out.exists() and not resume:
         raise ConfigError(f"{out} exists; pass --resume to finish that evaluation, or choose another --out")
@@ -278,7 +280,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         bc_model = BCModel.from_pretrained(cfg.ckpt)
     else:
         wm = load_run(cfg.ckpt, steps=flow_steps, ac_noise=cfg.ac_noise, ac_guidance=cfg.ac_guidance,
-                      device=cfg.device, prefer_embodiment=EMBODIMENTS.get(cfg.env))
+                      cfg_scale=cfg.cfg_scale, device=cfg.device, prefer_embodiment=EMBODIMENTS.get(cfg.env))
 
     def write(done: bool) -> dict:
         rates = [r["summary"]["rate"] for r in per_task.values()]

@@ -123,8 +123,9 @@ def _build(name: str, wm: WorldModel | None, cfg: Any, action_space: Any, goal_i
         low, high = action_bounds(None, action_space, bc_model.cfg.action_dim) if action_space is not None else (
             bc_model.action_low.cpu().numpy(), bc_model.action_high.cpu().numpy())
         planner = BCPlanner(bc_model, text_encoder)
-        execute = cfg.execute if cfg.execute is not None else max(1, planner.horizon // 2)
-        return RecedingHorizonPolicy(planner, execute=execute, action_low=low, action_high=high, name="bc")
+        execute = cfg.execute if cfg.execute is not None or cfg.ensemble is not None else max(1, planner.horizon // 2)
+        return RecedingHorizonPolicy(planner, execute=execute, action_low=low, action_high=high, name="bc",
+                                     ensemble=cfg.ensemble)
     if name == "random":
         dim = None if wm is None else int(wm.action_dim)
         low, high = action_bounds(wm, action_space, dim)
@@ -153,5 +154,6 @@ def _build(name: str, wm: WorldModel | None, cfg: Any, action_space: Any, goal_i
             planner = GradientPlanner(wm, cfg, objective, low, high)
         else:
             planner = HybridPlanner(wm, cfg, objective, low, high)
-    return RecedingHorizonPolicy(planner, execute=cfg.execute, action_low=low, action_high=high, name=name)
+    return RecedingHorizonPolicy(planner, execute=cfg.execute, action_low=low, action_high=high, name=name,
+                                 ensemble=getattr(cfg, "ensemble", None))
 

@@ -126,16 +126,30 @@ class FrameHistory:
 
 
 class RecedingHorizonPolicy:
-    """plan H actions, execute the first `execute`, replan. The interface evaluation and RL use."""
+    """plan H actions, execute the first `execute`, replan. The interface evaluation and RL use.
+
+    `ensemble` (a number k >= 0) turns on temporal ensembling (ACT, Zhao et al. 2023): a plan is made at every
+    step, and the action executed is the mean of what every plan still covering this step predicts for it,
+    weighted exp(-k * i) with i = 0 for the oldest plan (k = 0: plain mean). `execute` must then be 1 (or None).
+    """
 
     def __init__(self, planner: Planner, *, execute: int | None = None, action_low: Any = None,
-                 action_high: Any = None, name: str | None = None):
+                 action_high: Any = None, name: str | None = None, ensemble: float | None = None):
         self.planner = planner
         self.name = name or planner.name
+        if ensemble is not None:
+            if not float(ensemble) >= 0:
+                raise ConfigError(f"ensemble = {ensemble!r} must be a number >= 0 (the weight decay of older plans)")
+            if execute not in (None, 1):
+                raise ConfigError(f"temporal ensembling plans at every step: execute must be 1, got {execute}; "
+                                  "drop execute= or drop ensemble=")
+            execute = 1
+        self.ensemble = None if ensemble is None else float(ensemble)
         self.execute = int(execute) if execute is not None else min(planner.frame_stride, planner.horizon)
         if not 1 <= self.execute <= planner.horizon:
             raise ConfigError(f"execute = {self.execute} must be between 1 and the plan length {planner.horizon} "
                               f"of planner {self.name!r}")
+        self._chunks: list[list[Any]] = []  # temporal ensembling: [actions (H, A), index of the next action]
         A = planner.action_dim
         self.action_low = _bound(action_low, -1.0, A, "action_low")
         self.action_high = _bound(action_high, 1.0, A, "action_high")
@@ -160,6 +174,7 @@ class RecedingHorizonPolicy:
         self.history.clear()
         self.planner.reset()
         self._queue, self._since_plan, self.last_plan, self.replanned = [], 0, None, False
+        self._chunks = []
 
     def plan(self, observation: Observation) -> Plan:
         """A plan from the history plus `observation`, without executing it (uses the policy's generator)."""
@@ -169,6 +184,8 @@ class RecedingHorizonPolicy:
 
     def act(self, observation: Observation) -> np.ndarray:
         self.history.push(observation)
+        if self.ensemble is not None:
+            return self._act_ensembled()
         self.replanned = not self._queue
         if self.replanned:
             self.last_plan = self._plan_now(self.history, executed=self._since_plan)
@@ -176,6 +193,18 @@ class RecedingHorizonPolicy:
             self._since_plan = 0
         self._since_plan += 1
         return self._queue.pop(0)
+
+    def _act_ensembled(self) -> np.ndarray:
+        self.last_plan = self._plan_now(self.history, executed=self._since_plan)
+        self.replanned, self._since_plan = True, 1
+        self._chunks.append([self.last_plan.actions, 0])
+        preds = np.stack([actions[i] for actions, i in self._chunks])  # oldest plan first
+        weights = np.exp(-self.ensemble * np.arange(len(preds)))
+        action = (weights[:, None] * preds).sum(0) / weights.sum()
+        for chunk in self._chunks:
+            chunk[1] += 1
+        self._chunks = [c for c in self._chunks if c[1] < len(c[0])]
+        return np.clip(action, self.action_low, self.action_high).astype(np.float32)
 
     def _plan_now(self, history: FrameHistory, executed: int) -> Plan:
         plan = self.planner.plan(history.frames(), history.proprio, history.instruction, self.generator, executed)

@@ -54,6 +54,9 @@ class BCConfig:
 @dataclass
 class BCPolicyConfig:
     execute: int | None = field(None, ge=1, help="actions executed before predicting again; None = half a chunk")
+    ensemble: float | None = field(None, ge=0.0, help="temporal ensembling: predict every step and execute the "
+                                                      "exp(-ensemble * i)-weighted mean of the overlapping chunks "
+                                                      "(i = 0 oldest); None = off")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -24,6 +24,9 @@ class WAMConfig:
     video_source: str = field("video", choices=("video", "propose"),
                               help="wam-seq: frames from video mode, or from a joint proposal (actions dropped)")
     flow_steps: int | None = field(None, ge=1, help="flow-sampling steps; None = the model's")
+    ensemble: float | None = field(None, ge=0.0, help="temporal ensembling: plan every step and execute the "
+                                                      "exp(-ensemble * i)-weighted mean of the overlapping plans "
+                                                      "(i = 0 oldest); None = off")
 
 
 @dataclass

@@ -50,6 +50,27 @@ def test_executes_k_actions_then_replans() -> None:
     assert policy.last_plan.seconds >= 0 and policy.last_plan.instruction == "open the door"
 
 
+def test_temporal_ensembling_averages_the_plans_covering_each_step() -> None:
+    """Plan k predicts (k/10, i/10) for its i-th action; at step t the plans k <= t with t - k < H cover t, and
+    each predicts (k/10, (t-k)/10) for it. Weights exp(-m * j), j = 0 for the oldest covering plan."""
+    planner, m = Recorder(horizon=3), 0.5
+    policy = RecedingHorizonPolicy(planner, ensemble=m)
+    policy.reset(0)
+    for t in range(6):
+        action = policy.act(obs(t))
+        assert policy.replanned and len(planner.calls) == t + 1
+        ks = np.arange(max(0, t - 2), t + 1)
+        w = np.exp(-m * np.arange(len(ks)))
+        want = (w[:, None] * np.stack([ks / 10, (t - ks) / 10], 1)).sum(0) / w.sum()
+        np.testing.assert_allclose(action, want, rtol=1e-6)
+    policy.reset(1)  # a new episode forgets the old plans
+    np.testing.assert_allclose(policy.act(obs(0)), [0.6, 0.0], rtol=1e-6)
+    with pytest.raises(ConfigError, match="execute must be 1"):
+        RecedingHorizonPolicy(Recorder(), execute=2, ensemble=0.1)
+    with pytest.raises(ConfigError, match=">= 0"):
+        RecedingHorizonPolicy(Recorder(), ensemble=-1)
+
+
 def test_history_gives_context_frames_stride_apart_with_the_first_frame_before_the_start() -> None:
     planner = Recorder(horizon=1, context_frames=3, frame_stride=2)
     policy = RecedingHorizonPolicy(planner, execute=1)
