@@ -9,11 +9,14 @@ simulator (image + actions -> video), an inverse-dynamics model and a success/va
     result = flexwm.evaluate(policy, env="metaworld", task="button-press-v3", episodes=10)
 
 The names below are imported on first use (see flexwm/api.py), so `import flexwm` loads no torch.
+The world model as a gymnasium env, `gymnasium.make("flexwm/WorldModel-v0", ckpt=...)`, is registered by
+`import flexwm.rl` (and here when gymnasium is already imported); "flexwm.rl:flexwm/WorldModel-v0" always works.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -24,7 +27,22 @@ _LAZY = {
     "export": "flexwm.api", "WorldModelEnv": "flexwm.rl.world_model_env",
     "WorldModelVecEnv": "flexwm.rl.world_model_env", "WorldModelEnvConfig": "flexwm.rl.world_model_env",
 }
-__all__ = ["__version__", "collect", *_LAZY, "FlexWorldModelWrapper"]
+__all__ = ["__version__", "collect", *_LAZY, "FlexWorldModelWrapper", "register_gymnasium_envs"]
+
+WORLD_MODEL_ENV_ID = "flexwm/WorldModel-v0"
+
+
+def register_gymnasium_envs() -> None:
+    """Register flexwm's gymnasium environments (idempotent): "flexwm/WorldModel-v0", whose entry point
+    (flexwm.rl.world_model_env.make_world_model_env) is imported only when an env is made."""
+    import gymnasium
+
+    if WORLD_MODEL_ENV_ID not in gymnasium.registry:
+        gymnasium.register(WORLD_MODEL_ENV_ID, entry_point="flexwm.rl.world_model_env:make_world_model_env")
+
+
+if "gymnasium" in sys.modules:  # registering costs nothing then; importing gymnasium here would (numpy)
+    register_gymnasium_envs()
 
 
 def __getattr__(name: str) -> Any:

@@ -27,15 +27,15 @@ from flexwm.errors import ConfigError
 def load(path: str | Path, *, device: str = "cpu", env: str | None = None, embodiment: str | None = None,
          steps: int | None = None, **kwargs: Any) -> Any:
     """A world model (the `WorldModel` interface: encode, rollout, propose, inverse, score, decode) from a
-    training run, a checkpoint directory or an exported folder. `env` ("metaworld", "pusht") picks the
-    embodiment of a model that knows several; `steps` (flow sampler steps) defaults to 4 on a CPU and 10
+    training run, a checkpoint directory or an exported folder. `env` ("metaworld", "pusht", "gym:ENV_ID")
+    picks the embodiment of a model that knows several; `steps` (flow sampler steps) defaults to 4 on a CPU and 10
     elsewhere, as `flexwm eval --budget auto`; other keyword arguments go to the wrapper's constructor."""
     import flexwm
-    from flexwm.envs import EMBODIMENTS
+    from flexwm.envs import embodiment_of
 
     steps = steps if steps is not None else (4 if device == "cpu" else 10)
     return flexwm.FlexWorldModelWrapper.from_pretrained(path, embodiment=embodiment, device=device, steps=steps,
-                                                        prefer_embodiment=EMBODIMENTS.get(env), **kwargs)
+                                                        prefer_embodiment=embodiment_of(env), **kwargs)
 
 
 def make_policy(model: Any, name: str = "wam", *, budget: str = "auto", action_space: Any = None,
@@ -57,22 +57,26 @@ def make_policy(model: Any, name: str = "wam", *, budget: str = "auto", action_s
     return build(name, model, overrides or None, action_space=action_space, budget=budget)
 
 
-def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] = "button-press-v3", episodes: int = 10,
+def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] | None = None, episodes: int = 10,
              seed: int = 10_000, *, max_steps: int | None = None,
              instructions: str | Sequence[str] | dict[str, Sequence[str]] = "eval",
-             videos: int = 0) -> dict[str, Any]:
+             videos: int = 0, env_options: Any = None) -> dict[str, Any]:
     """Success of `policy` in the real simulator (reset seeds seed, seed + 1, ...; held-out instructions by
-    default; `instructions` may also be a list, or a dict task -> list, that episodes cycle through). One task:
+    default; `instructions` may also be a list, or a dict task -> list, that episodes cycle through). `env` may
+    be "gym:ENV_ID" (`env_options`: a dict of flexwm.envs.GymEnvConfig fields, e.g. {"pixels": "image",
+    "kwargs": {"g": 9.81}}); `task` defaults to button-press-v3 on Meta-World, else the simulator's one task. One task:
     the `evaluate_policy` result ("summary": successes, rate, 95% interval; "per_episode"; "per_instruction";
     "latency"). Several ("a,b", a list or "avdc"): {"per_task": {task: result}, "pooled": summary,
     "average_over_tasks": rate}."""
     import numpy as np
 
-    from flexwm.envs import expand_tasks
+    from flexwm.envs import expand_tasks, list_tasks
     from flexwm.evaluation.simulator import evaluate_policy
     from flexwm.evaluation.stats import success_summary
 
     size = policy.wm.image_size if getattr(policy, "wm", None) is not None else None
+    if task is None:  # Meta-World's button press; the one task of the other simulators
+        task = "button-press-v3" if env == "metaworld" else list_tasks(env)[0]
     tasks = expand_tasks(task)
 
     split = instructions if isinstance(instructions, str) else "eval"  # a list or dict replaces the split
@@ -88,7 +92,8 @@ def evaluate(policy: Any, env: str = "metaworld", task: str | Sequence[str] = "b
 
     def one(t: str) -> dict[str, Any]:
         return evaluate_policy(policy, env, t, episodes, seed=seed, max_steps=max_steps, instruction_split=split,
-                               record_video=videos, image_size=size or (64, 64), instructions=given(t))
+                               record_video=videos, image_size=size or (64, 64), instructions=given(t),
+                               env_options=env_options)
 
     if isinstance(task, str) and len(tasks) == 1:
         return one(tasks[0])

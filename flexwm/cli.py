@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from flexwm.errors import FlexWMError
+from flexwm.errors import ConfigError, FlexWMError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="flexwm: one flexibly conditioned robot world model.")
@@ -26,7 +26,10 @@ app.add_typer(data_app, name="data")
 CKPT = "model: a training run, a checkpoint directory or an exported folder (flexwm export)"
 DEVICE = "cpu | cuda | cuda:N | mps: where the model runs"
 SET = "config override key=value (repeatable; dotted keys nest, values are YAML), e.g. --set {example}"
-ENV = "metaworld | pusht"
+ENV = "metaworld | pusht | gym:ENV_ID (any gymnasium environment; see --env-set)"
+ONE_TASK = "pusht's or a gym env's one task"
+ENV_SET = ("option of a gym:ENV_ID env, key=value: pixels=render|OBS_KEY|observation, proprio=OBS_KEY|"
+           "none, success=INFO_KEY|terminated, instructions=TEXT|FILE, fps=N, kwargs.NAME=VALUE (gymnasium.make)")
 CAMERA = "camera to read when the dataset has several"
 OUTCOME = ("outcome of episodes without flexwm labels: unlabelled (default) | success-column | last-frame | "
            "success (curated successes)")
@@ -34,6 +37,32 @@ OUTCOME = ("outcome of episodes without flexwm labels: unlabelled (default) | su
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _env_options(env: str, env_set: list[str]):
+    """The GymEnvConfig of --env-set options (only for gym:ENV_ID envs)."""
+    from flexwm.envs.gymnasium_env import is_gym, parse_env_options
+
+    if env_set and not is_gym(env):
+        raise ConfigError(f"--env-set configures gym:ENV_ID environments only, not --env {env}; drop it")
+    return parse_env_options(env_set)
+
+
+def _tasks(env: str, task: str | None, default: str | None) -> list[str]:
+    """--task as a list of names; unset: the one task of pusht or of a gym:ENV_ID env, else `default` (None:
+    --task is required)."""
+    from flexwm.envs import check_env_name, expand_tasks, is_gym, list_tasks
+
+    if task is None and (is_gym(check_env_name(env)) or env == "pusht"):
+        return list_tasks(env)
+    if task is None and default is None:
+        raise ConfigError(f"--env {env} has several tasks: give one with --task NAME (see flexwm tasks --env {env})")
+    return expand_tasks(task if task is not None else default)
+
+
+def _task(env: str, task: str | None) -> str:
+    """--task as one task name (unset: the one task of pusht or of a gym:ENV_ID env)."""
+    return task if task is not None else _tasks(env, None, None)[0]
 
 
 def _echo_json(obj: dict) -> None:
@@ -59,20 +88,23 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 @app.command()
-def tasks(env: str = typer.Option("metaworld", help=ENV)) -> None:
+def tasks(env: str = typer.Option("metaworld", help=ENV),
+          env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET)) -> None:
     """List the task names of a simulator, with their canonical instructions."""
-    from flexwm.envs import list_tasks
-    from flexwm.envs.instructions import canonical_instruction
+    from flexwm.envs import list_tasks, task_instruction
 
+    options = _env_options(env, env_set)
     for t in list_tasks(env):
-        typer.echo(f"{t:32s} {canonical_instruction(t)}")
+        typer.echo(f"{t:32s} {task_instruction(env, t, options)}")
 
 
 @app.command()
 def collect(
     env: str = typer.Option("metaworld", help=ENV),
-    task: str = typer.Option("reach-v3", "--task", "--tasks", help="comma-separated task names, or 'avdc'"),
-    source: str = typer.Option("expert", help="comma-separated: expert, noisy, play"),
+    task: str | None = typer.Option(None, "--task", "--tasks",
+                                    help=f"comma-separated task names, or 'avdc' (default: reach-v3; {ONE_TASK})"),
+    source: str = typer.Option("expert", help="comma-separated: expert, noisy, play, random (a gym env has no "
+                                              "expert: use play, random)"),
     episodes: int = typer.Option(10, help="episodes per task, source and noise level"),
     noise: str = typer.Option("0.3", help="comma-separated noise levels for the noisy source"),
     out: Path = typer.Option(..., help="dataset directory (LeRobot v3 layout)"),
@@ -82,19 +114,19 @@ def collect(
     seed: int = typer.Option(0, help="first reset seed"),
     workers: int = typer.Option(1, help="worker processes"),
     resume: bool = typer.Option(False, "--resume", help="continue (or extend) an existing dataset"),
+    env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
 ) -> None:
-    """Collect expert, noisy-expert and play episodes from the real simulator into a dataset."""
+    """Collect expert, noisy-expert, play and random episodes from the real simulator into a dataset."""
     from flexwm.collect import CollectConfig
     from flexwm.collect import collect as run_collect
-    from flexwm.envs import expand_tasks
 
     try:
         noise_levels = [float(n) for n in _split(noise)]
     except ValueError:
         raise FlexWMError(f"--noise must be comma-separated numbers, got {noise!r}") from None
-    cfg = CollectConfig(env=env, tasks=expand_tasks(task), sources=_split(source), episodes=episodes,
+    cfg = CollectConfig(env=env, tasks=_tasks(env, task, "reach-v3"), sources=_split(source), episodes=episodes,
                         noise=noise_levels, image_size=image_size, camera=camera, max_steps=max_steps, seed=seed,
-                        workers=workers)
+                        workers=workers, env_options=_env_options(env, env_set))
     _echo_json(run_collect(cfg, out, resume=resume))
 
 
@@ -195,7 +227,8 @@ def train_bc_cmd(
 def eval_(
     ckpt: Path = typer.Option(..., help=CKPT + "; for --policy bc a flexwm train-bc directory"),
     env: str = typer.Option("metaworld", help=ENV),
-    task: str = typer.Option("avdc", "--task", "--tasks", help="comma-separated task names, or 'avdc'"),
+    task: str | None = typer.Option(None, "--task", "--tasks",
+                                    help=f"comma-separated task names, or 'avdc' (default: avdc; {ONE_TASK})"),
     policy: str = typer.Option("wam", help="wam | wam-seq | best-of-n | cem | mppi | grad | hybrid | wam-steered "
                                            "(--set noise_policy=DIR) | random | bc (--ckpt: a train-bc directory)"),
     episodes: int = typer.Option(10, help="episodes per task (reset seeds seed, seed+1, ...)"),
@@ -216,19 +249,19 @@ def eval_(
                                                "default runs/eval/NAME/"),
     resume: bool = typer.Option(False, help="keep the tasks already finished in --out and run the rest"),
     videos: int = typer.Option(0, help="episodes per task saved as real | imagined-plan videos for the report"),
+    env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
 ) -> None:
     """Evaluate a policy built on a trained model in the real simulator: success with 95% CIs and latency.
 
     The result file is rewritten (atomically) after every task, so an interrupted evaluation resumes with
     --resume; each task's policy and reset seeds depend only on the task, so resumed == uninterrupted."""
     from flexwm.config import parse_overrides
-    from flexwm.envs import expand_tasks
     from flexwm.evaluation.simulator import EvalConfig, evaluate_run
 
-    cfg = EvalConfig(ckpt=str(ckpt), env=env, tasks=expand_tasks(task), policy=policy, episodes=episodes, seed=seed,
-                     max_steps=max_steps, instructions=instructions, budget=budget, flow_steps=flow_steps,
+    cfg = EvalConfig(ckpt=str(ckpt), env=env, tasks=_tasks(env, task, "avdc"), policy=policy, episodes=episodes,
+                     seed=seed, max_steps=max_steps, instructions=instructions, budget=budget, flow_steps=flow_steps,
                      ac_noise=ac_noise, ac_guidance=ac_guidance, cfg_scale=cfg_scale, device=device,
-                     policy_overrides=parse_overrides(set_), videos=videos)
+                     policy_overrides=parse_overrides(set_), videos=videos, env_options=_env_options(env, env_set))
     result = evaluate_run(cfg, out, resume=resume, command=_command(), log=typer.echo)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {result['out']}")
 
@@ -236,7 +269,8 @@ def eval_(
 @app.command()
 def improve(
     bc: Path = typer.Option(..., help="a flexwm train-bc --no-proprio directory: the policy to improve"),
-    task: str = typer.Option(..., "--task", "--tasks", help="task name (start states come from its simulator)"),
+    task: str | None = typer.Option(None, "--task", "--tasks",
+                                    help=f"task name (start states come from its simulator; default: {ONE_TASK})"),
     out: Path = typer.Option(..., help="output directory: the improved BC model and improve_log.json"),
     ckpt: Path | None = typer.Option(None, help=CKPT + ": train in its imagination"),
     real: bool = typer.Option(False, "--real", help="train in the real simulator instead (same algorithm)"),
@@ -247,6 +281,7 @@ def improve(
     seed: int | None = typer.Option(None, help="shortcut for --set seed=N (first start seed)"),
     device: str = typer.Option("cpu", help=DEVICE),
     set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=8") + " (ImproveConfig)"),
+    env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
 ) -> None:
     """Improve a behaviour-cloning policy by RL in imagination (positive-advantage weighted regression on
     batched imagined rollouts scored by the success head), or in the real simulator with --real.
@@ -255,8 +290,9 @@ def improve(
     from flexwm.rl.improve import ImproveConfig, improve_run
 
     cfg = apply_overrides(ImproveConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
-    log = improve_run(bc, task, out, cfg, ckpt=ckpt, real=real, env_name=env, flow_steps=flow_steps, data=data,
-                      device=device, progress=True, command=_command())
+    log = improve_run(bc, _task(env, task), out, cfg, ckpt=ckpt, real=real, env_name=env, flow_steps=flow_steps,
+                      data=data, device=device, progress=True, command=_command(),
+                      env_options=_env_options(env, env_set))
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
@@ -264,7 +300,8 @@ def improve(
 @app.command("steer-wam")
 def steer_wam_cmd(
     ckpt: Path = typer.Option(..., help=CKPT + ": its WAM is steered (and its AC mode imagines)"),
-    task: str = typer.Option(..., "--task", "--tasks", help="task name (start states come from its simulator)"),
+    task: str | None = typer.Option(None, "--task", "--tasks",
+                                    help=f"task name (start states come from its simulator; default: {ONE_TASK})"),
     out: Path = typer.Option(..., help="output directory for the noise policy (model.safetensors, config.json)"),
     real: bool = typer.Option(False, "--real", help="learn from real-simulator rollouts instead of imagined ones"),
     env: str = typer.Option("metaworld", help=ENV),
@@ -272,6 +309,7 @@ def steer_wam_cmd(
     seed: int | None = typer.Option(None, help="shortcut for --set seed=N (first start seed)"),
     device: str = typer.Option("cpu", help=DEVICE),
     set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=5") + " (NoiseRLConfig)"),
+    env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
 ) -> None:
     """Learn a noise policy that steers the WAM mode's initial action noise by RL (latent-space RL; the model's
     weights stay frozen). Evaluate it with flexwm eval --policy wam-steered --set noise_policy=OUT."""
@@ -279,8 +317,8 @@ def steer_wam_cmd(
     from flexwm.rl.noise_rl import NoiseRLConfig, steer_wam_run
 
     cfg = apply_overrides(NoiseRLConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
-    log = steer_wam_run(ckpt, task, out, cfg, real=real, env_name=env, flow_steps=flow_steps, device=device,
-                        progress=True, command=_command())
+    log = steer_wam_run(ckpt, _task(env, task), out, cfg, real=real, env_name=env, flow_steps=flow_steps,
+                        device=device, progress=True, command=_command(), env_options=_env_options(env, env_set))
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
@@ -290,7 +328,7 @@ def evaluate_policies(
     ckpt: Path = typer.Option(..., help=CKPT + ": the world model"),
     suite: Path = typer.Option(..., help="suite YAML (see examples/suite.yaml)"),
     env: str = typer.Option("metaworld", help=ENV),
-    task: str = typer.Option(..., "--task", "--tasks", help="task name"),
+    task: str | None = typer.Option(None, "--task", "--tasks", help=f"task name (default: {ONE_TASK})"),
     episodes: int = typer.Option(10, help="episodes per policy, same initial states in both worlds"),
     seed: int = typer.Option(10_000, help="first reset seed"),
     horizon: int | None = typer.Option(None, help="steps per episode (default: the env's limit)"),
@@ -303,14 +341,16 @@ def evaluate_policies(
                                                        "calibrate (default runs/eval/NAME/, then the run itself)"),
     device: str = typer.Option("cpu", help=DEVICE),
     out: Path | None = typer.Option(None, help="output folder (default runs/eval/NAME/policy-eval-TASK)"),
+    env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
     Pearson, Spearman and MMRV, and a scatter plot."""
     from flexwm.evaluation.policy_eval import evaluate_policies_run
 
-    res = evaluate_policies_run(ckpt, suite, env, task, episodes=episodes, seed=seed, horizon=horizon,
+    res = evaluate_policies_run(ckpt, suite, env, _task(env, task), episodes=episodes, seed=seed, horizon=horizon,
                                 flow_steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance,
-                                success_threshold=success_threshold, calibration=calibration, out=out, device=device)
+                                success_threshold=success_threshold, calibration=calibration, out=out, device=device,
+                                env_options=_env_options(env, env_set))
     for p in res["policies"]:
         typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
                    f"({p['imagination']})")

@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flexwm.config import field, validate
+from flexwm.config import field, from_dict, validate
+from flexwm.envs import SOURCES, GymEnvConfig, check_env_name, is_gym
 from flexwm.errors import ConfigError, DatasetError
-
-SOURCES = ("expert", "noisy", "play")
 
 
 @dataclass
 class CollectConfig:
-    env: str = field("metaworld", choices=("metaworld", "pusht"), help="simulator")
+    env: str = field("metaworld", help="simulator: metaworld | pusht | gym:ENV_ID (any gymnasium environment)")
     tasks: list[str] = field(default_factory=lambda: ["reach-v3"], help="task names (see `flexwm tasks`)")
-    sources: list[str] = field(default_factory=lambda: ["expert"], help="expert | noisy | play")
+    sources: list[str] = field(default_factory=lambda: ["expert"], help="expert | noisy | play | random")
     episodes: int = field(10, ge=1, help="episodes per (task, source, noise level)")
     noise: list[float] = field(default_factory=lambda: [0.3], help="noise levels of the noisy expert")
     image_size: int = field(64, ge=16, le=512)
@@ -37,8 +36,10 @@ class CollectConfig:
     seed: int = field(0, ge=0, help="first reset seed; episode i of a job uses seed + i")
     workers: int = field(1, ge=1, le=64)
     fast_render: bool = True
+    env_options: GymEnvConfig = field(default_factory=GymEnvConfig, help="how to read a gym:ENV_ID env")
 
     def __post_init__(self) -> None:
+        check_env_name(self.env)
         bad = [s for s in self.sources if s not in SOURCES]
         if bad:
             raise ConfigError(f"unknown source(s) {bad}; choose from {list(SOURCES)}")
@@ -102,7 +103,7 @@ def _worker_init(cfg_dict: dict) -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
-    _WORKER_CFG = CollectConfig(**cfg_dict)
+    _WORKER_CFG = from_dict(CollectConfig, cfg_dict)
 
 
 def _env_for(task: str):
@@ -113,7 +114,7 @@ def _env_for(task: str):
     if task not in _WORKER_ENVS:
         _WORKER_ENVS[task] = make_env(
             cfg.env, task, image_size=(cfg.image_size, cfg.image_size), camera=cfg.camera,
-            max_episode_steps=cfg.max_steps, fast_render=cfg.fast_render,
+            max_episode_steps=cfg.max_steps, fast_render=cfg.fast_render, env_options=cfg.env_options,
         )
     return _WORKER_ENVS[task]
 
@@ -153,7 +154,7 @@ def _probe_schema(cfg: CollectConfig) -> dict:
     from flexwm.envs import make_env
 
     env = make_env(cfg.env, cfg.tasks[0], image_size=(cfg.image_size, cfg.image_size), camera=cfg.camera,
-                   max_episode_steps=cfg.max_steps, fast_render=cfg.fast_render)
+                   max_episode_steps=cfg.max_steps, fast_render=cfg.fast_render, env_options=cfg.env_options)
     try:
         env.reset(seed=cfg.seed)
         schema = dict(
@@ -178,6 +179,10 @@ def collect(cfg: CollectConfig, out: str | Path, *, resume: bool = False,
 
     validate(cfg)
     validate_tasks(cfg)
+    scripted = [s for s in cfg.sources if s in ("expert", "noisy")]
+    if is_gym(cfg.env) and scripted:
+        raise ConfigError(f"{cfg.env} has no scripted expert for the source(s) {scripted}; collect with the "
+                          "task-free sources play and random (--source play,random)")
     out = Path(out)
     jobs = plan_jobs(cfg)
     done: set[str] = set()
@@ -218,12 +223,14 @@ def collect(cfg: CollectConfig, out: str | Path, *, resume: bool = False,
 
 def collect_dataset(out: str | Path, *, resume: bool = False, progress: bool = True, **config: Any) -> dict:
     """`flexwm.collect(out, env="metaworld", tasks=["reach-v3"], sources=["expert"], episodes=10, ...)`: the
-    Python API's collection, with CollectConfig fields as keyword arguments (`tasks` may be "a,b" or "avdc")."""
-    from flexwm.config import from_dict
-    from flexwm.envs import expand_tasks
+    Python API's collection, with CollectConfig fields as keyword arguments (`tasks` may be "a,b" or "avdc"; for
+    env="gym:ENV_ID" it defaults to the env's one task, and env_options is a dict of GymEnvConfig fields)."""
+    from flexwm.envs import expand_tasks, is_gym, list_tasks
 
     if "tasks" in config:
         config["tasks"] = expand_tasks(config["tasks"])
+    elif is_gym(config.get("env")):
+        config["tasks"] = list_tasks(config["env"])
     return collect(from_dict(CollectConfig, config), out, resume=resume, progress=progress)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 Outcome = Literal["success", "failure", "play", "unlabelled"]
 # unlabelled: an episode of a dataset flexwm did not write, whose outcome nobody declared (flexwm/data/plain.py)
 OUTCOMES: tuple[str, ...] = ("success", "failure", "play", "unlabelled")
-SOURCES: tuple[str, ...] = ("expert", "noisy", "play", "external")
+SOURCES: tuple[str, ...] = ("expert", "noisy", "play", "random", "external")
 
 
 @dataclass
@@ -24,7 +24,7 @@ class EpisodeMeta:
     task: str  # simulator task name, e.g. "door-open-v3"
     instruction: str  # natural-language instruction given to the agent ("" for task-free play)
     outcome: str  # success | failure | play | unlabelled
-    source: str  # expert | noisy | play | external (a dataset flexwm did not write)
+    source: str  # expert | noisy | play | random | external (a dataset flexwm did not write)
     noise: float  # action-noise std of the data source (0 for the clean expert)
     seed: int  # the environment reset seed: the episode can be reproduced from it
     extra: dict[str, Any] = field(default_factory=dict)

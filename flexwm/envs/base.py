@@ -18,6 +18,17 @@ from gymnasium import spaces
 from flexwm.errors import EnvError
 
 
+def check_image_size(image_size) -> tuple[int, int]:
+    """(height, width) as ints, between 8 and 2048 pixels per side, else an EnvError."""
+    try:
+        h, w = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise EnvError(f"image_size must be (height, width), got {image_size!r}") from None
+    if not (8 <= h <= 2048 and 8 <= w <= 2048):
+        raise EnvError(f"image_size must be between 8 and 2048 pixels per side, got {(h, w)}")
+    return h, w
+
+
 @dataclass
 class Observation:
     image: np.ndarray  # uint8, (H, W, 3), the right way up
@@ -63,6 +74,12 @@ class RobotEnv(ABC):
         from flexwm.envs.instructions import canonical_instruction
 
         return canonical_instruction(self.task)
+
+    def instructions(self, split: str = "all") -> list[str]:
+        """Instructions of this env's task: a paraphrase split ("train", "eval", "all") or "canonical"."""
+        from flexwm.envs.instructions import paraphrases
+
+        return [self.instruction] if split == "canonical" else paraphrases(self.task, split)  # type: ignore[arg-type]
 
     # what to do with a finite action outside the action space: "clip" it (default) or "reject" it
     out_of_range: str = "clip"

@@ -24,7 +24,7 @@ import difflib
 import numpy as np
 
 from flexwm.envs import rendering  # chooses the GL backend before mujoco is imported
-from flexwm.envs.base import Observation, RobotEnv, StepResult
+from flexwm.envs.base import Observation, RobotEnv, StepResult, check_image_size
 from flexwm.errors import EnvError
 
 CAMERAS: tuple[str, ...] = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
@@ -47,16 +47,6 @@ def _check_task(task: str) -> None:
         raise EnvError(f"unknown Meta-World task {task!r}.{hint_text} Valid tasks: {', '.join(tasks)}")
 
 
-def _check_image_size(image_size) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in image_size)
-    except (TypeError, ValueError):
-        raise EnvError(f"image_size must be (height, width), got {image_size!r}") from None
-    if not (8 <= h <= 2048 and 8 <= w <= 2048):
-        raise EnvError(f"image_size must be between 8 and 2048 pixels per side, got {(h, w)}")
-    return h, w
-
-
 class MetaWorldEnv(RobotEnv):
     """One Meta-World v3 task. Actions: 4-d in [-1, 1] (hand xyz displacement, gripper effort)."""
 
@@ -76,7 +66,7 @@ class MetaWorldEnv(RobotEnv):
 
         self.task = task
         self.camera = camera
-        self.image_size = _check_image_size(image_size)
+        self.image_size = check_image_size(image_size)
         self.max_episode_steps = int(max_episode_steps)
         self.terminate_on_success = bool(terminate_on_success)
         self.fast_render = bool(fast_render)

@@ -1,4 +1,4 @@
-"""Data-collection policies: scripted experts, noisy experts and task-free autonomous play.
+"""Data-collection policies: scripted experts, noisy experts, task-free autonomous play and random actions.
 
 All of them implement `ScriptedPolicy` (reset(seed), act(obs, state)) and read the privileged simulator state
 where they need object poses. Every policy is deterministic given its constructor seed and `reset(seed)`.
@@ -16,7 +16,7 @@ from flexwm.envs.base import Observation, ScriptedPolicy
 from flexwm.envs.pusht_expert import PushTExpert, _Visibility, t_polygon
 from flexwm.errors import EnvError
 
-__all__ = ["MetaWorldExpert", "PushTExpert", "NoisyPolicy", "PlayPolicy"]
+__all__ = ["MetaWorldExpert", "PushTExpert", "NoisyPolicy", "PlayPolicy", "BabblingPolicy", "RandomPolicy"]
 
 
 class MetaWorldExpert(ScriptedPolicy):
@@ -210,3 +210,49 @@ class PlayPolicy(ScriptedPolicy):
         cmd = prev + self._vel
         self._prev = np.clip(cmd, self.action_space.low, self.action_space.high)
         return self._prev.astype(np.float32)
+
+
+class BabblingPolicy(ScriptedPolicy):
+    """Task-free play for any embodiment (motor babbling): the action glides towards a random target in the
+    action space, which is redrawn every `hold_low`..`hold_high` steps, so motion is smooth and covers the whole
+    action range. Needs no state; used for embodiments without a scripted play policy (e.g. gymnasium envs)."""
+
+    def __init__(self, action_space: spaces.Box, seed: int = 0, smoothing: float = 0.7, hold_low: int = 5,
+                 hold_high: int = 20) -> None:
+        if not 0.0 <= smoothing < 1.0:
+            raise EnvError(f"smoothing must be in [0, 1), got {smoothing}")
+        if not 1 <= hold_low <= hold_high:
+            raise EnvError(f"need 1 <= hold_low <= hold_high, got {hold_low}, {hold_high}")
+        self.action_space, self.seed, self.smoothing = action_space, int(seed), float(smoothing)
+        self.hold = (int(hold_low), int(hold_high))
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([self.seed, int(seed), 3])
+        self._left = 0
+        self._target = self._a = None
+
+    def act(self, obs: Observation, state: np.ndarray) -> np.ndarray:
+        low, high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
+        if self._left <= 0:
+            self._target = self._rng.uniform(low, high)
+            self._left = int(self._rng.integers(self.hold[0], self.hold[1] + 1))
+        self._left -= 1
+        prev = (low + high) / 2.0 if self._a is None else self._a  # start from the middle of the range
+        self._a = self.smoothing * prev + (1.0 - self.smoothing) * self._target
+        return np.clip(self._a, low, high).astype(np.float32)
+
+
+class RandomPolicy(ScriptedPolicy):
+    """Independent uniformly random actions in the action space."""
+
+    def __init__(self, action_space: spaces.Box, seed: int = 0) -> None:
+        self.action_space, self.seed = action_space, int(seed)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self._rng = np.random.default_rng([self.seed, int(seed), 4])
+
+    def act(self, obs: Observation, state: np.ndarray) -> np.ndarray:
+        low, high = self.action_space.low.astype(np.float64), self.action_space.high.astype(np.float64)
+        return self._rng.uniform(low, high).astype(np.float32)

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from flexwm.envs.base import Observation, RobotEnv, StepResult
+from flexwm.envs.base import Observation, RobotEnv, StepResult, check_image_size
 from flexwm.errors import EnvError
 
 STATE_DIM = 10  # agent xy, block xy, block angle in [0, 2 pi), goal xy, goal angle, agent velocity xy
@@ -39,11 +39,9 @@ class PushTEnv(RobotEnv):
 
     def __init__(self, image_size: tuple[int, int] = (64, 64), max_episode_steps: int = 300,
                  terminate_on_success: bool = False) -> None:
-        from flexwm.envs.metaworld import _check_image_size
-
         if int(max_episode_steps) < 1:
             raise EnvError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        self.image_size = _check_image_size(image_size)
+        self.image_size = check_image_size(image_size)
         self.max_episode_steps = int(max_episode_steps)
         self.terminate_on_success = bool(terminate_on_success)
         h, w = self.image_size

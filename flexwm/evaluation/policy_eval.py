@@ -259,9 +259,10 @@ def compare(real: list[float], imagined: list[float]) -> dict[str, float]:
 def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task: str | None = None,
                    episodes: int = 10, seed: int = 0, horizon: int | None = None, *, env: RobotEnv | None = None,
                    success_threshold: float = 0.5, out_dir: str | Path | None = None,
-                   agents: dict[str, AgentFactory] | None = None) -> dict[str, Any]:
+                   agents: dict[str, AgentFactory] | None = None, env_options: Any = None) -> dict[str, Any]:
     """Evaluate every policy of `suite` (a path, a parsed list or raw data) for `episodes` episodes each in the
-    real simulator (`env`, or make_env(env_name, task) at the model's image size) and in the world model.
+    real simulator (`env`, or make_env(env_name, task, env_options=) at the model's image size) and in the world
+    model.
     `horizon`: native steps per episode (default and cap: the env's max_episode_steps). `agents` adds or
     replaces the agent factory of a kind. With `out_dir`: policy_eval.json, policy_eval.png and suite.json."""
     from flexwm.rl.imagination import check_env
@@ -275,7 +276,7 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
 
         if env_name is None or task is None:
             raise ConfigError("give env_name and task (or env=) to evaluate the suite on")
-        env = make_env(env_name, task, image_size=wm.image_size or (64, 64))
+        env = make_env(env_name, task, image_size=wm.image_size or (64, 64), env_options=env_options)
     check_env(wm, env)
     limit = min(int(horizon or env.max_episode_steps), env.max_episode_steps)
     frames = limit // int(wm.frame_stride)
@@ -323,12 +324,12 @@ def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str
                           seed: int = 10_000, horizon: int | None = None, flow_steps: int = 4, ac_noise: str = "sample",
                           ac_guidance: float = 1.0, success_threshold: str | float = 0.5,
                           calibration: str | Path | None = None, out: str | Path | None = None,
-                          device: str = "cpu") -> dict[str, Any]:
+                          device: str = "cpu", env_options: Any = None) -> dict[str, Any]:
     """`flexwm evaluate-policies`: load the model at `ckpt`, resolve the success threshold (a number or
     "calibrated", see `resolve_threshold`) and run `evaluate_suite` into `out` (default runs/eval/NAME/
     policy-eval-TASK/). Returns the result with "out": the folder written."""
     from flexwm.config import check_device
-    from flexwm.envs import EMBODIMENTS
+    from flexwm.envs import embodiment_of
     from flexwm.evaluation.calibrate import resolve_threshold
     from flexwm.inference import load_run
     from flexwm.runs import results_dir
@@ -336,10 +337,10 @@ def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str
     check_device(device)
     threshold = resolve_threshold(success_threshold, ckpt, flow_steps, calibration)
     wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance, device=device,
-                  prefer_embodiment=EMBODIMENTS.get(env_name))
+                  prefer_embodiment=embodiment_of(env_name))
     out = Path(out) if out is not None else results_dir(ckpt) / f"policy-eval-{task}"
     res = evaluate_suite(suite, wm, env_name, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out,
-                         success_threshold=threshold)
+                         success_threshold=threshold, env_options=env_options)
     return {**res, "out": str(out)}
 
 

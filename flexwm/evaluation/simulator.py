@@ -20,21 +20,18 @@ from typing import Any
 import numpy as np
 
 from flexwm.config import field
-from flexwm.envs import AVDC_TASKS
+from flexwm.envs import AVDC_TASKS, GymEnvConfig
 from flexwm.errors import ConfigError
 from flexwm.evaluation.stats import mean_interval, success_summary
 from flexwm.models.interface import WorldModel
 from flexwm.planning.base import RecedingHorizonPolicy, check_action_dim
 
 
-def eval_instructions(task: str, split: str) -> list[str]:
-    from flexwm.envs.instructions import canonical_instruction, paraphrases
-
-    if split == "canonical":
-        return [canonical_instruction(task)]
-    out = paraphrases(task, split)  # type: ignore[arg-type]
+def eval_instructions(env: Any, split: str) -> list[str]:
+    """The instructions of the task of `env` (a RobotEnv) in paraphrase split `split`, or its canonical one."""
+    out = env.instructions(split)
     if not out:
-        raise ConfigError(f"task {task!r} has no {split!r} instructions; use instruction_split='canonical'")
+        raise ConfigError(f"task {env.task!r} has no {split!r} instructions; use instruction_split='canonical'")
     return out
 
 
@@ -95,7 +92,8 @@ def _imagined_track(plans: list[dict], n_frames: int, frame_shape: tuple[int, ..
 def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, episodes: int, seed: int = 0,
                     max_steps: int | None = None, instruction_split: str = "eval", record_video: int = 0, *,
                     image_size: tuple[int, int] = (64, 64), camera: str | None = None,
-                    stop_on_success: bool = True, instructions: Sequence[str] | None = None) -> dict[str, Any]:
+                    stop_on_success: bool = True, instructions: Sequence[str] | None = None,
+                    env_options: Any = None) -> dict[str, Any]:
     """Roll `policy` out for `episodes` episodes (reset seeds seed, seed + 1, ...) on `env_name`/`task`.
 
     Returns per-episode records (seed, instruction, success, steps, whether the instruction was in the
@@ -103,7 +101,9 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
     `act` that made a new plan: mean and 95th percentile) and, for the first `record_video` episodes, the
     real frames (T+1, H, W, 3), the imagined frames aligned with them, and every plan (step, actions,
     decoded imagined frames, score). `instructions` (a list) replaces the split: episode e hears
-    instructions[e % len(instructions)]; "per_instruction" holds the success summary of each.
+    instructions[e % len(instructions)]; "per_instruction" holds the success summary of each. A gym:ENV_ID env
+    has no held-out paraphrases: every split is its configured instructions. `env_options`: how to read a gym
+    env (flexwm.envs.GymEnvConfig or a dict of it).
     """
     from flexwm.envs import make_env
 
@@ -116,10 +116,11 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
         instruction_split = "given"
     elif instruction_split not in SPLITS:
         raise ConfigError(f"instruction_split {instruction_split!r}: choose 'eval', 'train', 'all' or 'canonical'")
-    else:
-        instructions = eval_instructions(task, instruction_split)
-    env = make_env(env_name, task, image_size=image_size, camera=camera, max_episode_steps=max_steps)
+    env = make_env(env_name, task, image_size=image_size, camera=camera, max_episode_steps=max_steps,
+                   env_options=env_options)
     try:
+        if instructions is None:
+            instructions = eval_instructions(env, instruction_split)
         check_action_dim(policy.action_dim, env.action_space.shape[0], "the policy", f"{env_name}/{task}")
         seen = {s: instruction_seen_in_training(policy.wm, s) for s in instructions}
         records, latencies, videos = [], [], []
@@ -195,7 +196,7 @@ class EvalConfig:
     """What `flexwm eval` evaluates: a policy built on a model, on tasks of a simulator."""
 
     ckpt: str = field("", help="run, checkpoint or exported model folder (for policy bc: a train-bc folder)")
-    env: str = field("metaworld", choices=("metaworld", "pusht"))
+    env: str = field("metaworld", help="simulator: metaworld | pusht | gym:ENV_ID (any gymnasium environment)")
     tasks: list[str] = field(default_factory=lambda: list(AVDC_TASKS), help="task names")
     policy: str = field("wam", help="a name from flexwm.planning.POLICIES")
     episodes: int = field(10, ge=1, help="episodes per task (reset seeds seed, seed + 1, ...)")
@@ -211,6 +212,7 @@ class EvalConfig:
     device: str = field("cpu", help="the world model's device")
     policy_overrides: dict = field(default_factory=dict, help="the policy's config overrides")
     videos: int = field(0, ge=0, help="episodes per task saved as real | imagined-plan videos")
+    env_options: GymEnvConfig = field(default_factory=GymEnvConfig, help="how to read a gym:ENV_ID env")
 
 
 def eval_output(out: str | Path | None, ckpt: str | Path, policy: str) -> Path:
@@ -231,8 +233,8 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     after every task, so an interrupted evaluation continues with `resume=True`; each task's policy and reset
     seeds depend only on the task, so resumed == uninterrupted. Videos go to the result file's folder/report/.
     `log` receives one line per finished task. Returns the result (with "out": the result file)."""
-    from flexwm.config import check_device, validate
-    from flexwm.envs import EMBODIMENTS
+    from flexwm.config import check_device, to_dict, validate
+    from flexwm.envs import check_env_name, embodiment_of, is_gym
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json, plain_json
     from flexwm.planning import BUDGETS, POLICIES, make_policy, policy_config
@@ -240,6 +242,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
     if cfg.budget != "auto" and cfg.budget not in BUDGETS:
         raise ConfigError(f"--budget {cfg.budget!r} is not a planning budget; choose auto or one of {list(BUDGETS)}")
     validate(cfg)
+    check_env_name(cfg.env)
     if cfg.policy not in POLICIES:
         raise ConfigError(f"unknown policy {cfg.policy!r}; choose one of {list(POLICIES)}")
     if not cfg.tasks:
@@ -257,6 +260,7 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
              "seed": cfg.seed, "max_steps": cfg.max_steps, "instructions": cfg.instructions, "flow_steps": flow_steps,
              "policy_overrides": cfg.policy_overrides, "ac_noise": cfg.ac_noise, "budget": budget,
              "ac_guidance": cfg.ac_guidance, "cfg_scale": cfg.cfg_scale,
+             **({"env_options": to_dict(cfg.env_options)} if is_gym(cfg.env) else {}),
              **({"instruction_lists": given} if given else {})}
     per_task: dict[str, Any] = {}
     if out.exists() and not resume:
@@ -280,7 +284,10 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         bc_model = BCModel.from_pretrained(cfg.ckpt)
     else:
         wm = load_run(cfg.ckpt, steps=flow_steps, ac_noise=cfg.ac_noise, ac_guidance=cfg.ac_guidance,
-                      cfg_scale=cfg.cfg_scale, device=cfg.device, prefer_embodiment=EMBODIMENTS.get(cfg.env))
+                      cfg_scale=cfg.cfg_scale, device=cfg.device, prefer_embodiment=embodiment_of(cfg.env))
+
+    # the simulator renders at the model's frame size
+    image_size = tuple(wm.image_size or (64, 64)) if wm is not None else tuple(bc_model.cfg.image_size)
 
     def write(done: bool) -> dict:
         rates = [r["summary"]["rate"] for r in per_task.values()]
@@ -296,8 +303,8 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
             continue
         pol = make_policy(cfg.policy, wm, cfg.policy_overrides or None, bc_model=bc_model, budget=budget)
         r = evaluate_policy(pol, cfg.env, task, cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps,
-                            instruction_split=cfg.instructions, record_video=cfg.videos,
-                            instructions=None if given is None else given[task])
+                            instruction_split=cfg.instructions, record_video=cfg.videos, image_size=image_size,
+                            instructions=None if given is None else given[task], env_options=cfg.env_options)
         recorded = r.pop("videos", None)
         if recorded:
             from flexwm.evaluation.videos import save_eval_videos

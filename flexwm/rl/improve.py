@@ -233,14 +233,15 @@ def dataset_start_frames(dataset: Any, episodes: list[int], n: int, rng: np.rand
 def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: WorldModel | None = None,
                env_name: str = "metaworld", env: Any = None, instruction: str | None = None,
                text_encoder: Any = None, progress: bool = False, dataset: Any = None,
-               episodes: list[int] | None = None) -> tuple[Any, dict[str, Any]]:
+               episodes: list[int] | None = None, env_options: Any = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `bc` on `task` by RL in the world model `wm` (or in the real simulator when `wm`
-    is None). The simulator (`env`, else make_env(env_name, task)) gives the start states, and the rollouts
+    is None). The simulator (`env`, else make_env(env_name, task, env_options=)) gives the start states, and the
+    rollouts
     when `wm` is None. With `cfg.start == "dataset"` the imagined rollouts are short branches from real frames
     of `episodes` of `dataset` (`branch_rollouts`) and no simulator is used. Returns (the improved model, a log:
     per-iteration mean return, used decisions, time)."""
-    from flexwm.envs import make_env
-    from flexwm.envs.instructions import paraphrases
+    from flexwm.envs import make_env, task_instruction
+    from flexwm.errors import EnvError
 
     cfg = cfg or ImproveConfig()
     _check_bc(bc, wm)
@@ -248,7 +249,13 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
         from flexwm.models.text import make_text_encoder
 
         text_encoder = make_text_encoder(bc.cfg.text_encoder)
-    instruction = instruction or (paraphrases(task, "train") or [task])[0]
+    if instruction is None and env is not None:
+        instruction = env.instruction
+    if instruction is None:
+        try:
+            instruction = task_instruction(env_name, task, env_options)
+        except EnvError:  # a task flexwm has no instructions for
+            instruction = task
     text = torch.as_tensor(text_encoder.embed([instruction])).float()
     model = copy.deepcopy(bc).train()
     reference = copy.deepcopy(bc).eval() if cfg.anchor else None  # the starting policy, frozen
@@ -273,7 +280,7 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
     frame_rng, frame_cache = np.random.default_rng(cfg.seed), {}
     own_env = env is None and not branched
     if own_env:
-        env = make_env(env_name, task, image_size=size, max_episode_steps=cfg.max_steps)
+        env = make_env(env_name, task, image_size=size, max_episode_steps=cfg.max_steps, env_options=env_options)
 
     def act(policy: Any, frames: torch.Tensor) -> torch.Tensor:
         return policy(frames, None, text.expand(len(frames), -1))[:, :execute]
@@ -315,7 +322,7 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
 def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig | None = None, *,
                 ckpt: str | Path | None = None, real: bool = False, env_name: str = "metaworld", flow_steps: int = 4,
                 data: str | Path | None = None, device: str = "cpu", progress: bool = False,
-                command: list[str] | None = None) -> dict[str, Any]:
+                command: list[str] | None = None, env_options: Any = None) -> dict[str, Any]:
     """`flexwm improve`: improve the BC model in folder `bc` on `task` by RL in the world model at `ckpt` (or in
     the real simulator with `real`), and write the improved model and OUT/improve_log.json to `out`. With
     `cfg.start == "dataset"`, imagined branches start from frames of `data`'s episodes of the task (the run's
@@ -335,9 +342,10 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
     policy = BCModel.from_pretrained(bc)
     wm = None
     if ckpt is not None:
+        from flexwm.envs import embodiment_of
         from flexwm.inference import load_run
 
-        wm = load_run(ckpt, steps=flow_steps, device=device)
+        wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=embodiment_of(env_name))
     kw: dict[str, Any] = {}
     if cfg.start == "dataset":
         if data is None or ckpt is None:
@@ -354,7 +362,8 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
                                           and i not in held]}
         if not kw["episodes"]:
             raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
-    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress, **kw)
+    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress, env_options=env_options,
+                            **kw)
     model.save_pretrained(out)
     log = {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(command or [])}
     atomic_write_json(out / "improve_log.json", plain_json(log))

@@ -118,7 +118,7 @@ def _real_rollouts(wm: WorldModel, pol: NoisePolicy, env: Any, seeds: list[int],
 
 def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
               env_name: str = "metaworld", env: Any = None, policy: NoisePolicy | None = None,
-              progress: bool = False) -> tuple[NoisePolicy, dict[str, Any]]:
+              progress: bool = False, env_options: Any = None) -> tuple[NoisePolicy, dict[str, Any]]:
     """Learn a noise policy for the WAM of `wm` on `task`, in imagination (`imagine=True`) or in the real
     simulator. Returns (the noise policy, a log: per-iteration mean return, decisions, time)."""
     import copy
@@ -134,7 +134,8 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
     gen = torch.Generator().manual_seed(cfg.seed)
     own_env = env is None
     if own_env:
-        env = make_env(env_name, task, image_size=wm.image_size or (64, 64), max_episode_steps=cfg.max_steps)
+        env = make_env(env_name, task, image_size=wm.image_size or (64, 64), max_episode_steps=cfg.max_steps,
+                       env_options=env_options)
     check_action_dim(env.action_space.shape[0], wm.action_dim, f"{env_name}/{task}", "the world model")
     log: list[dict[str, Any]] = []
     try:
@@ -162,12 +163,13 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
 
 def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConfig | None = None, *,
                   real: bool = False, env_name: str = "metaworld", flow_steps: int = 4, device: str = "cpu",
-                  progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+                  progress: bool = False, command: list[str] | None = None,
+                  env_options: Any = None) -> dict[str, Any]:
     """`flexwm steer-wam`: learn a noise policy for the WAM of the model at `ckpt` on `task` (in imagination, or
     in the real simulator with `real`) and save it to `out` with its log. Returns the log."""
 
     from flexwm.config import check_device
-    from flexwm.envs import EMBODIMENTS
+    from flexwm.envs import embodiment_of
     from flexwm.inference import load_run
     from flexwm.io import plain_json
 
@@ -175,7 +177,8 @@ def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConf
     out = Path(out)
     if (out / "model.safetensors").exists():
         raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
-    wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=EMBODIMENTS.get(env_name))
-    pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress)
+    wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=embodiment_of(env_name))
+    pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress,
+                         env_options=env_options)
     pol.save_pretrained(out, plain_json({"log": log, "run": str(ckpt), "command": " ".join(command or [])}))
     return log

@@ -3,6 +3,10 @@
     env = WorldModelEnv(wm, start=dataset, config=WorldModelEnvConfig(horizon=50))   # or start=make_env(...)
     vec = WorldModelVecEnv(wm, start=dataset, num_envs=16)   # one batched model call steps all 16
     obs, info = env.reset(seed=0); obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    env = gymnasium.make("flexwm/WorldModel-v0", ckpt="runs/mw", env="metaworld", task="door-open-v3", horizon=50)
+
+The id "flexwm/WorldModel-v0" (`make_world_model_env`) is registered by `import flexwm.rl`, and by `import flexwm`
+when gymnasium is already imported; `gymnasium.make("flexwm.rl:flexwm/WorldModel-v0", ...)` always finds it.
 
 Episodes start from real frames: the first frame of a dataset episode, of a live simulator reset, or frames
 passed as `reset(options={"frames": ...})`. Then every step is imagined by the action-conditioned mode.
@@ -33,6 +37,7 @@ Memory is constant: only a window of C + F latents is kept per env.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -42,9 +47,10 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from flexwm.config import field, validate
+import flexwm
+from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.envs.base import RobotEnv
-from flexwm.errors import EnvError
+from flexwm.errors import ConfigError, EnvError
 from flexwm.models.interface import WorldModel
 from flexwm.planning.base import action_bounds, check_action_dim
 from flexwm.rl.imagination import Imagination, check_env, check_frames, the_model
@@ -160,6 +166,16 @@ class _Rows:
                              else spaces.Box(np.tile(self.low, reps), np.tile(self.high, reps), dtype=np.float32))
         self.observation_space = self._obs_space()
 
+    def render_fps(self, fps: float | None) -> float:
+        """Env steps per second: the native control rate (`fps`, else the start simulator's or dataset's, else
+        10) over the native actions one step imagines."""
+        if fps is None:
+            if isinstance(self.start, SimulatorStarts):
+                fps = self.start.env.fps
+            elif isinstance(self.start, DatasetStarts):
+                fps = self.start.dataset.fps
+        return float(fps or 10) / self.T
+
     def _bounds(self, low: Any, high: Any) -> tuple[np.ndarray, np.ndarray]:
         A = int(self.wm.action_dim)
         if low is None:  # the simulator's action space, else the model's own action range
@@ -252,16 +268,22 @@ class _Rows:
 
 
 class WorldModelEnv(gym.Env):
-    """One imagined environment (see the module docstring). `start`: FlexDataset, RobotEnv, frames or None."""
+    """One imagined environment (see the module docstring). `start`: FlexDataset, RobotEnv, frames or None.
+    `fps`: the native control rate, for metadata["render_fps"] (default: the start simulator's or dataset's)."""
 
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, wm: WorldModel, start: Any = None, config: WorldModelEnvConfig | None = None, *,
-                 action_low: Any = None, action_high: Any = None, render_mode: str | None = None):
+                 action_low: Any = None, action_high: Any = None, render_mode: str | None = None,
+                 fps: float | None = None):
         self.config = config or WorldModelEnvConfig()
         self._rows = _Rows(wm, 1, start, self.config, action_low, action_high)
         self.action_space, self.observation_space = self._rows.action_space, self._rows.observation_space
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise EnvError(f"render_mode {render_mode!r} is not supported; use 'rgb_array' or None")
         self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": self._rows.render_fps(fps)}
+        self._owned: list[Any] = []  # what close() closes (the simulator make_world_model_env built)
 
     @property
     def imagination(self) -> Imagination:
@@ -283,6 +305,10 @@ class WorldModelEnv(gym.Env):
     def render(self) -> np.ndarray:
         return self._rows.imag.images()[0]
 
+    def close(self) -> None:
+        while self._owned:
+            self._owned.pop().close()
+
 
 class WorldModelVecEnv(VectorEnv):
     """`num_envs` imagined environments stepped by one batched model call; same-step autoreset.
@@ -295,10 +321,12 @@ class WorldModelVecEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, wm: WorldModel, start: Any = None, num_envs: int = 8,
-                 config: WorldModelEnvConfig | None = None, *, action_low: Any = None, action_high: Any = None):
+                 config: WorldModelEnvConfig | None = None, *, action_low: Any = None, action_high: Any = None,
+                 fps: float | None = None):
         self.config = config or WorldModelEnvConfig()
         self.num_envs = int(num_envs)
         self._rows = _Rows(wm, self.num_envs, start, self.config, action_low, action_high)
+        self.metadata = {**self.metadata, "render_fps": self._rows.render_fps(fps)}
         self.single_action_space = self._rows.action_space
         self.single_observation_space = self._rows.observation_space
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -344,3 +372,71 @@ class WorldModelVecEnv(VectorEnv):
 
     def render(self) -> np.ndarray:
         return self._rows.imag.images()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gymnasium.make("flexwm/WorldModel-v0", ...)
+
+
+def make_world_model_env(ckpt: Any = None, *, start: Any = None, data: str | Path | None = None, env: str | None = None,
+                         task: str | None = None, env_options: Any = None,
+                         config: WorldModelEnvConfig | dict | None = None, device: str = "cpu",
+                         flow_steps: int | None = None, ac_noise: str = "sample", fps: float | None = None,
+                         action_low: Any = None, action_high: Any = None, render_mode: str | None = None,
+                         **config_fields: Any) -> WorldModelEnv:
+    """The entry point of `gymnasium.make("flexwm/WorldModel-v0", ckpt=...)`: a `WorldModelEnv` of the model at
+    `ckpt` (a training run, a checkpoint, an exported folder, or a loaded world model).
+
+    Episodes start from one of: `start` (anything `WorldModelEnv` takes), `data` (a dataset's first frames),
+    `env` + `task` (live resets of a simulator: "metaworld", "pusht" or "gym:ENV_ID" with `env_options`; a gym
+    env's task defaults to its one task; the simulator is closed by `close()`), or none (then pass
+    reset(options={"frames": ...})). `config` and other keyword arguments are WorldModelEnvConfig fields
+    (horizon, obs_mode, action_mode, frames_per_step, reward, ...). `flow_steps` defaults to 4 on a CPU, else 10.
+    """
+    from flexwm.envs import embodiment_of, is_gym, list_tasks, make_env
+
+    given = [name for name, v in (("start", start), ("data", data), ("env", env)) if v is not None]
+    if len(given) > 1:
+        raise EnvError(f"give one start of episodes, not {' and '.join(given)}: start=, data= or env= (+ task=)")
+    try:
+        cfg = from_dict(WorldModelEnvConfig, {**(to_dict(config) if isinstance(config, WorldModelEnvConfig)
+                                                 else dict(config or {})), **config_fields})
+    except ConfigError as e:
+        raise ConfigError(f"flexwm/WorldModel-v0: {e} (keyword arguments besides ckpt, start, data, env, task, "
+                          "env_options, device, flow_steps, ac_noise, fps, action_low, action_high and render_mode "
+                          "are WorldModelEnvConfig fields)") from None
+    if isinstance(ckpt, (str, Path)):
+        from flexwm.inference import load_run
+
+        steps = flow_steps if flow_steps is not None else (4 if str(device) == "cpu" else 10)
+        wm = load_run(ckpt, steps=steps, ac_noise=ac_noise, device=device, prefer_embodiment=embodiment_of(env))
+    elif ckpt is None:
+        raise ConfigError("flexwm/WorldModel-v0 needs ckpt=: a training run, a checkpoint, an exported model folder "
+                          "or a loaded world model")
+    else:
+        wm = ckpt
+    owned = None
+    if data is not None:
+        from flexwm.data import FlexDataset
+
+        start = FlexDataset(data)
+    elif env is not None:
+        if task is None:
+            tasks = list_tasks(env) if is_gym(env) or env == "pusht" else []
+            if len(tasks) != 1:
+                raise EnvError(f"env={env!r} has several tasks; give task= as well")
+            task = tasks[0]
+        start = owned = make_env(env, task, image_size=wm.image_size or (64, 64), env_options=env_options)
+    try:
+        out = WorldModelEnv(wm, start, cfg, action_low=action_low, action_high=action_high, render_mode=render_mode,
+                            fps=fps)
+    except BaseException:
+        if owned is not None:
+            owned.close()
+        raise
+    if owned is not None:
+        out._owned.append(owned)
+    return out
+
+
+flexwm.register_gymnasium_envs()

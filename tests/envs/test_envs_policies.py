@@ -87,6 +87,25 @@ def test_make_scripted_policy_and_expert_errors():
         embodiment, task = "sawyer", "reach-v3"
         action_space = spaces.Box(-np.ones(4, np.float32), np.ones(4, np.float32))
 
-    with pytest.raises(EnvError, match="expert.*noisy.*play"):
-        make_scripted_policy("random", Fake())  # type: ignore[arg-type]
+    with pytest.raises(EnvError, match="expert.*noisy.*play.*random"):
+        make_scripted_policy("randm", Fake())  # type: ignore[arg-type]
     assert isinstance(make_scripted_policy("noisy", Fake(), noise=0.3), NoisyPolicy)
+
+
+def test_babbling_and_random_cover_the_action_space_deterministically():
+    from flexwm.envs.policies import BabblingPolicy, RandomPolicy
+
+    box = spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32))
+    for make in (lambda s: BabblingPolicy(box, seed=s), lambda s: RandomPolicy(box, seed=s)):
+        a = _actions(make(0), 400, seed=1)
+        np.testing.assert_array_equal(a, _actions(make(0), 400, seed=1))
+        assert not np.array_equal(a, _actions(make(0), 400, seed=2))
+        assert not np.array_equal(a, _actions(make(1), 400, seed=1))
+        assert np.all(a >= box.low) and np.all(a <= box.high) and a.dtype == np.float32
+        assert np.all(a.min(0) < box.low + 0.25 * (box.high - box.low))  # reaches both ends of every dimension
+        assert np.all(a.max(0) > box.high - 0.25 * (box.high - box.low))
+    smooth = np.abs(np.diff(_actions(BabblingPolicy(box, seed=0), 400), axis=0)).max(0)
+    jumpy = np.abs(np.diff(_actions(RandomPolicy(box, seed=0), 400), axis=0)).max(0)
+    assert np.all(smooth < 0.4 * jumpy)  # babbling glides; random jumps
+    with pytest.raises(EnvError, match="smoothing"):
+        BabblingPolicy(box, smoothing=1.0)
