@@ -15,7 +15,7 @@ export PYOPENGL_PLATFORM ?= egl
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo demo-checkpoint test test-fast lint bench bench-gpu bench-collect clean browser
+.PHONY: install demo demo-checkpoint checkpoint-avdc11 test test-fast lint bench bench-gpu bench-collect clean browser
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: install
 demo-checkpoint: install
 	$(VENV)/bin/flexwm demo --train --out runs/demo-train
 	$(VENV)/bin/flexwm export-demo runs/demo-train/model
+
+# reproduce checkpoints/avdc11-cpu (collect the 11 AVDC tasks, train the flexible model 8000 x 32, export; about
+# 90 minutes on 2 uncontended CPU cores; every stage resumes). Its recipe: checkpoints/avdc11-cpu/RECIPE.md
+checkpoint-avdc11: install
+	bash checkpoints/recipes/avdc11-cpu.sh
 
 test: install browser
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -q

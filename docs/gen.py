@@ -231,10 +231,10 @@ def headline_table(R: Results, depth: int = 0) -> str:
     flex, spec = best["flexible"], max(best["wam-only"], best["ac-only"], best["bc"])
     if flex < spec:
         verdict = (f"At this CPU budget the flexible model does **not yet beat the specialists**: its best way to act "
-                   f"reaches {pct(flex)}, the best specialist {pct(spec)} (one seed per model).")
+                   f"reaches {pct(flex)}, the best specialist {pct(spec)} (one training seed per model).")
     else:
         verdict = (f"The flexible model's best way to act reaches {pct(flex)}, the best specialist {pct(spec)} "
-                   "(see the intervals; one seed per model).")
+                   "(see the intervals; one training seed per model).")
     return "\n".join([table(["model", "way to act", "success", "episodes", "Wilson 95% CI", "s / decision",
                              "source"], body), "", verdict])
 
@@ -299,8 +299,11 @@ def page_headline(R: Results) -> str:
         _, _, setup = headline_rows(R)
         comp = ", ".join(f"{k} {v}" for k, v in setup["compute"].items())
         latest = [f"## Latest run\n\nCompute: {comp or 'not recorded'}; commit {setup['commit']}.",
-                  headline_table(R, depth=2), "```bash\n" + _wrap(setup["command"]) + "\n```",
-                  "## The recorded benchmark run"]
+                  headline_table(R, depth=2), *headline_details(R("headline_cpu.json")),
+                  "```bash\n" + _wrap(setup["command"]) + "\n```"]
+        if R.exists("recipe_sweep_cpu.json"):
+            latest.append(recipe_sweep(R("recipe_sweep_cpu.json")))
+        latest.append("## The recorded benchmark run (earlier data and recipe)")
     out = [
         *latest,
         f"Machine: {machine(b)}. One seed per model.",
@@ -340,6 +343,53 @@ def page_headline(R: Results) -> str:
     return page("Headline benchmark: flexible vs `wam-only` vs `ac-only` vs behaviour cloning",
                 "One flexibly conditioned model against the same network trained as a specialist for one mode, "
                 "on the same data and compute.", out, R)
+
+
+def headline_details(d: dict) -> list[str]:
+    """Per-task successes of every (model, way to act) in headline_cpu.json, and each model's compute."""
+    cols = sorted({(r["model"], r["policy"]) for r in d["rows"]},
+                  key=lambda c: (["flexible", "wam-only", "ac-only", "bc", "random"].index(c[0])
+                                 if c[0] in ("flexible", "wam-only", "ac-only", "bc", "random") else 9, c[1]))
+    cell = {(r["model"], r["policy"], r["task"]): r for r in d["rows"]}
+    tasks = list(dict.fromkeys(r["task"] for r in d["rows"]))
+    body = [[t] + [f"{cell[(m, p, t)]['successes']}/{cell[(m, p, t)]['episodes']}" if (m, p, t) in cell else "–"
+                   for m, p in cols] for t in tasks]
+    out = ["Per task (successes / episodes, the same reset seeds for every column):",
+           table(["task"] + [f"{MODELS.get(m, m)} `{p}`" for m, p in cols], body)]
+    if d.get("settings"):
+        out.append("Settings: " + "; ".join(f"{k}: {v}" for k, v in d["settings"].items()) + ".")
+    ac = (d.get("ac_error") or {}).get("runs") or {}
+    if ac:
+        outcomes = [o for o in ("success", "failure", "play") if all(o in r["by_outcome"] for r in ac.values())]
+        rows = [[MODELS.get(k, k)] + [" / ".join(num(r["by_outcome"][o][h]["latent_mse"], 3) for h in ("h4", "h16"))
+                                     for o in outcomes] for k, r in ac.items()]
+        first = next(iter(ac.values()))
+        stride = first.get("env_steps_per_frame", "?")
+        n = {o: first["by_outcome"][o]["h4"].get("n", "?") for o in outcomes}
+        out.append(f"Action-conditioned latent error (MSE) after 4 / 16 predicted frames ({stride} simulator steps "
+                   "per frame) on held-out episodes given their real actions, lower is better; windows per outcome: "
+                   + ", ".join(f"{o} {n[o]}" for o in outcomes) + ":")
+        out.append(table(["model"] + outcomes, rows))
+    comp = d.get("compute") or {}
+    if comp:
+        out.append("Training compute (samples seen x forward + backward FLOPs per sample, counted by "
+                   "`benchmarks/compute.py`; the world models include training their shared frame tokenizer and "
+                   "encoding the latent cache once):")
+        out.append(table(["model", "samples", "TFLOPs", "vs flexible"], [
+            [MODELS.get(k, k), f"{v['samples']:,.0f}", f"{v['flops'] / 1e12:,.0f}",
+             f"{v['flops'] / comp['flexible']['flops']:.2f}x" if "flexible" in comp else "–"]
+            for k, v in comp.items()]))
+    return out
+
+
+def recipe_sweep(d: dict) -> str:
+    """The settings tried while choosing how the flexible model acts, each a `flexwm eval` result."""
+    rows = []
+    for name, r in d["results"].items():
+        e = eval_summary(r)
+        rows.append([name, r.get("setting", ""), rate(e["k"], e["n"]), num(e["s"], 3)])
+    return "\n".join([f"## Choosing how to act\n\n{d['note']}", "", table(
+        ["name", "setting", "success (Wilson 95% CI)", "s / decision"], rows)])
 
 
 def _wrap(cmd: str, width: int = 100) -> str:
