@@ -5,8 +5,9 @@ import pytest
 
 from flexwm.data.episode import Episode, EpisodeMeta
 from flexwm.errors import ConfigError
-from flexwm.evaluation.calibrate import auc, best_threshold, calibrate_imagined_success
+from flexwm.evaluation.calibrate import auc, best_threshold, calibrate_imagined_success, replay_steps
 from flexwm.rl.toy import LineEnv, LineWorldModel
+from tests.helpers.tracking import on_a_terminal
 
 
 def episode(speed: float, seed: int) -> Episode:
@@ -51,3 +52,14 @@ def test_threshold_and_auc_helpers() -> None:
     assert 0.7 < t < 0.8 and acc == 1.0
     with pytest.raises(ConfigError, match="both successes and failures"):
         best_threshold([0.2, 0.3], [True, True])
+
+
+def test_progress_bar_counts_the_imagined_steps_and_changes_nothing(monkeypatch) -> None:
+    eps = [episode(speed, seed) for seed, speed in enumerate(np.linspace(-1.0, 1.0, 6))]
+    wm = LineWorldModel(goal=0.3, sharpness=20.0)
+    quiet = calibrate_imagined_success(wm, eps, batch=4)
+    term = on_a_terminal(monkeypatch)
+    shown = calibrate_imagined_success(wm, eps, batch=4, progress=True)
+    steps = replay_steps(wm, eps, batch=4)
+    assert steps == 2 * (20 // int(wm.frame_stride)) and f"{steps}/{steps}" in term.getvalue()
+    assert quiet == shown
