@@ -81,6 +81,11 @@ def replay_open_loop(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | 
     stride = int(wm.frame_stride)
     instruction = instruction or _canonical
     imagination = imagination or Imagination
+    dims = sorted({int(np.asarray(e.actions).shape[-1]) for e in episodes})
+    if dims and dims != [int(wm.action_dim)]:
+        raise ConfigError(f"the episodes have {'- or '.join(map(str, dims))}-d actions but the world model expects "
+                          f"{int(wm.action_dim)}-d actions; replay episodes of the embodiment the model was loaded "
+                          "for (a dataset it was trained on)")
     for b in range(0, len(episodes), batch):
         eps = episodes[b:b + batch]
         lengths = np.array([min(e.length, horizon or e.length) // stride for e in eps])  # imagined frames

@@ -1,5 +1,7 @@
 """Imagined-success calibration on the toy line world, whose model is exact except for a biased success head."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,10 @@ def test_progress_bar_counts_the_imagined_steps_and_changes_nothing(monkeypatch)
     steps = replay_steps(wm, eps, batch=4)
     assert steps == 2 * (20 // int(wm.frame_stride)) and f"{steps}/{steps}" in term.getvalue()
     assert quiet == shown
+
+
+def test_episodes_of_another_action_space_are_a_clear_error() -> None:
+    eps = [episode(0.5, 0)]
+    eps[0] = dataclasses.replace(eps[0], actions=eps[0].actions[:, :3])
+    with pytest.raises(ConfigError, match=r"episodes have 3-d actions but the world model expects 4-d"):
+        calibrate_imagined_success(LineWorldModel(), eps)
