@@ -1,14 +1,15 @@
-"""Property: whatever damage a plain LeRobot v3.0 dataset suffers (no flexwm labels, no checksums, several
-episodes per file), opening it and reading every episode gives the original data or a DatasetError that names
-the dataset, never another exception (KeyError, IndexError, pyarrow's or PyAV's own errors) and never silently
-different data.
+"""Property: whatever damage a packed LeRobot v3.0 dataset suffers (several episodes per file), opening it and
+reading every episode gives the original data or a DatasetError that names the dataset, never another exception
+(KeyError, IndexError, pyarrow's or PyAV's own errors) and never silently different data.
 
-Each example copies a small packed dataset (tests/helpers/lerobot_synth.py, one h264 camera), applies one to
-three random damages (truncated, bit-flipped or deleted files; a dropped column or row; a changed, missing or
-mistyped field of meta/episodes or meta/info.json; a shifted video time range), then opens the dataset and
-loads every episode. Documented limit: a plain dataset carries no checksums, so a flipped bit inside a data
-page or a video packet that still decodes is read as stored; for flips only "DatasetError or no error" is
-asserted. Damage to meta/tasks.parquet is harmless: instructions come from meta/episodes.
+Two datasets are damaged: one LeRobot wrote (tests/helpers/lerobot_synth.py, one h264 camera: no flexwm labels,
+no checksums) and a flexwm dataset packed by flexwm.data.pack (labels and per-file sha256 kept). Each example
+copies one, applies one to three random damages (truncated, bit-flipped or deleted files; a dropped column or
+row; a changed, missing or mistyped field of meta/episodes or meta/info.json; a shifted video time range), then
+opens it under an outcome rule and loads every episode. Documented limit: the dataset LeRobot wrote carries no
+checksums, so a flipped bit inside a data page or a video packet that still decodes is read as stored; for
+those flips only "DatasetError or no error" is asserted. Damage to meta/tasks.parquet alone is harmless:
+instructions come from meta/episodes.
 """
 
 import dataclasses
@@ -24,20 +25,45 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flexwm.data import FlexDataset
+from flexwm.data.lerobot import VIDEO_KEY
+from flexwm.data.pack import pack_dataset
 from flexwm.errors import ConfigError, DatasetError
 from tests.helpers.lerobot_synth import FPS, TOP, write_lerobot_dataset
+from tests.helpers.synth_data import write_episodes
 
 VIDEO = f"videos/{TOP}"
-
-
 OUTCOMES = (None, "success-column")  # the default rule, and one that reads next.success of every episode
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory):
-    root = write_lerobot_dataset(tmp_path_factory.mktemp("orig") / "so100", size=(16, 24), cameras=(TOP,))
+@dataclasses.dataclass
+class Source:
+    root: Path
+    episodes: dict  # outcome rule -> the episodes read before any damage
+    camera: str
+    labelled: bool  # rows carry flexwm's labels (the embodiment among them)
+    checksums: bool
+
+
+def _source(root: Path, camera: str, labelled: bool, checksums: bool) -> Source:
     read = {rule: FlexDataset(root, outcome=rule) for rule in OUTCOMES}
-    return root, {rule: [ds.load_episode(i) for i in range(len(ds))] for rule, ds in read.items()}
+    return Source(root, {rule: [ds.load_episode(i) for i in range(len(ds))] for rule, ds in read.items()}, camera,
+                  labelled, checksums)
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory) -> Source:
+    """A dataset LeRobot wrote (5 episodes in 2 data files, 2 mp4s, 2 metadata files)."""
+    root = write_lerobot_dataset(tmp_path_factory.mktemp("orig") / "so100", size=(16, 24), cameras=(TOP,))
+    return _source(root, TOP, labelled=False, checksums=False)
+
+
+@pytest.fixture(scope="module")
+def flexwm_packed(tmp_path_factory) -> Source:
+    """A flexwm dataset packed by flexwm.data.pack (5 episodes, 2 per file)."""
+    base = tmp_path_factory.mktemp("fx")
+    write_episodes(base / "src", range(5))
+    return _source(pack_dataset(base / "src", base / "packed", episodes_per_file=2), VIDEO_KEY, labelled=True,
+                   checksums=True)
 
 
 def _files(root: Path, kind: str) -> list[Path]:
@@ -55,16 +81,16 @@ def _rewrite_parquet(path: Path, change) -> None:
         pq.write_table(table, path)
 
 
-# meta/episodes fields and the values a damage gives them (None: null; "+"/"-": the old value moved by one step)
+# meta/episodes fields ({cam}: the dataset's camera) and the values a damage gives them (None: null; "+"/"-":
+# the old value moved by one step)
 META_FIELDS = ["episode_index", "length", "dataset_from_index", "dataset_to_index", "data/chunk_index",
-               "data/file_index", f"{VIDEO}/chunk_index", f"{VIDEO}/file_index", f"{VIDEO}/from_timestamp",
-               f"{VIDEO}/to_timestamp", "tasks"]
+               "data/file_index", "videos/{cam}/chunk_index", "videos/{cam}/file_index", "videos/{cam}/from_timestamp",
+               "videos/{cam}/to_timestamp", "tasks"]
 META_VALUES = [None, "+", "-", -1, 10**6, 1.5]
 # meta/info.json fields (dotted: nested) and values
 INFO_FIELDS = ["fps", "chunks_size", "codebase_version", "total_episodes", "features", "features.action",
-               "features.action.shape",
-               "features.observation.state.shape", f"features.{TOP}", f"features.{TOP}.dtype",
-               f"features.{TOP}.info", f"features.{TOP}.info.video.height", f"features.{TOP}.shape", "robot_type"]
+               "features.action.shape", "features.observation.state.shape", "features.{cam}", "features.{cam}.dtype",
+               "features.{cam}.info", "features.{cam}.info.video.height", "features.{cam}.shape", "robot_type"]
 INFO_VALUES = [None, "ten", 0, -3, [4], 10.5, 7, {}, "DELETE"]
 
 
@@ -92,11 +118,11 @@ def _change_meta(table: pa.Table, row: int, field: str, value) -> pa.Table | Non
         return None  # a value the column cannot hold: no damage
 
 
-def _change_info(path: Path, field: str, value) -> None:
+def _change_info(path: Path, field: str, value, camera: str) -> None:
     try:
         info = json.loads(path.read_text())
         node = info
-        *parents, leaf = _feature_path(field) if field.startswith("features.") else field.split(".")
+        *parents, leaf = _feature_path(field, camera) if field.startswith("features.") else field.split(".")
         for k in parents:
             node = node[k]
         if not isinstance(node, dict):
@@ -110,17 +136,17 @@ def _change_info(path: Path, field: str, value) -> None:
     path.write_text(json.dumps(info))
 
 
-def _feature_path(field: str) -> list[str]:
+def _feature_path(field: str, camera: str) -> list[str]:
     """features.<name, may hold dots>.<key>.<sub key, may hold dots> -> ["features", name, key, sub key]."""
     rest = field[len("features."):]
-    name = next((n for n in (TOP, "observation.state", "action") if rest == n or rest.startswith(n + ".")), None)
+    name = next((n for n in (camera, "observation.state", "action") if rest == n or rest.startswith(n + ".")), None)
     if name is None:
         return ["features", rest]
     tail = rest[len(name) + 1:]
     return ["features", name, *(tail.split(".", 1) if tail else [])]
 
 
-def _damage(root: Path, op: tuple) -> None:
+def _damage(root: Path, op: tuple, camera: str) -> None:
     name, kind, pick, x = op
     files = _files(root, kind)
     if not files:
@@ -144,10 +170,12 @@ def _damage(root: Path, op: tuple) -> None:
     elif name == "drop_row":
         _rewrite_parquet(path, lambda t: t.slice(0, max(t.num_rows - 1, 0)))
     elif name == "meta_field":
-        field, value = META_FIELDS[pick % len(META_FIELDS)], META_VALUES[int(x * len(META_VALUES))]
+        field = META_FIELDS[pick % len(META_FIELDS)].format(cam=camera)
+        value = META_VALUES[int(x * len(META_VALUES))]
         _rewrite_parquet(path, lambda t: _change_meta(t, pick // len(META_FIELDS), field, value))
     elif name == "info_field":
-        _change_info(path, INFO_FIELDS[pick % len(INFO_FIELDS)], INFO_VALUES[int(x * len(INFO_VALUES))])
+        field = INFO_FIELDS[pick % len(INFO_FIELDS)].format(cam=camera)
+        _change_info(path, field, INFO_VALUES[int(x * len(INFO_VALUES))], camera)
 
 
 KINDS = {"truncate": ["data", "video", "meta", "info", "tasks"], "flip": ["data", "video", "meta", "info", "tasks"],
@@ -170,27 +198,26 @@ def _info_change(op: tuple) -> tuple[str, object] | None:
         else None
 
 
-def _check(original, root: Path, ops: list, outcome: str | None = None) -> str:
-    """Damage a copy of the original at `root` with `ops` and read it back under the outcome rule `outcome`.
+def _check(source: Source, root: Path, ops: list, outcome: str | None = None) -> str:
+    """Damage a copy of `source` at `root` with `ops` and read it back under the outcome rule `outcome`.
     Returns how it ended: "error", "unchecked" (flipped bits read as stored) or "same"."""
-    src, by_rule = original
-    episodes = by_rule[outcome]
-    shutil.copytree(src, root)
+    episodes = source.episodes[outcome]
+    shutil.copytree(source.root, root)
     for op in ops:
-        _damage(root, op)
+        _damage(root, op, source.camera)
     try:
         ds = FlexDataset(root, outcome=outcome)
         loaded = [ds.load_episode(i) for i in range(len(ds))]
     except (DatasetError, ConfigError) as e:  # ConfigError: cannot be read as asked (e.g. success-column
         assert str(root) in str(e), e  # without a next.success feature); either names where the problem is
         return "error"
-    if any(op[0] == "flip" and op[1] in ("data", "video") for op in ops):
+    if not source.checksums and any(op[0] == "flip" and op[1] in ("data", "video") for op in ops):
         return "unchecked"  # no checksums: a flipped bit that still parses is read as stored (documented limit)
     assert ds.fps == FPS and len(loaded) == len(episodes), ops
-    # robot_type names the embodiment (any string; without one, the default name)
+    # robot_type names the embodiment of unlabelled episodes (any string; without one, the default name)
     embodiment = episodes[0].meta.embodiment
     for field, value in filter(None, map(_info_change, ops)):
-        if field == "robot_type":
+        if field == "robot_type" and not source.labelled:
             embodiment = value if isinstance(value, str) and value != "DELETE" and value else "lerobot"
     for i, (got, want) in enumerate(zip(loaded, episodes)):
         assert _same(got, want, embodiment), f"episode {i} reads silently different data after {ops}"
@@ -201,6 +228,14 @@ def _check(original, root: Path, ops: list, outcome: str | None = None) -> str:
 @given(ops=st.lists(OPS, min_size=1, max_size=3), outcome=st.sampled_from(OUTCOMES))
 def test_damaged_plain_dataset_reads_original_or_raises_dataset_error(original, tmp_path_factory, ops, outcome):
     _check(original, tmp_path_factory.mktemp("dmg") / "ds", ops, outcome)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(OPS, min_size=1, max_size=3), outcome=st.sampled_from(OUTCOMES))
+def test_damaged_packed_flexwm_dataset_reads_original_or_raises_dataset_error(flexwm_packed, tmp_path_factory, ops,
+                                                                               outcome):
+    """The same for a dataset flexwm packed: its data and video files carry sha256, so every flip is caught."""
+    _check(flexwm_packed, tmp_path_factory.mktemp("dmg") / "ds", ops, outcome)
 
 
 def _meta_rows(root: Path, k: int) -> tuple[Path, list[dict]]:
@@ -279,7 +314,7 @@ FOUND = {
 def test_damage_the_property_test_found_is_a_clear_error(original, tmp_path, case):
     damage, message = FOUND[case]
     root = tmp_path / "ds"
-    shutil.copytree(original[0], root)
+    shutil.copytree(original.root, root)
     damage(root)
     with pytest.raises(DatasetError, match=message) as e:
         ds = FlexDataset(root)
@@ -292,7 +327,7 @@ def test_not_utf8_text_in_episode_metadata_is_a_dataset_error(original, tmp_path
     """Found by the property test: a flipped bit that leaves invalid UTF-8 in a task string raised
     UnicodeDecodeError from pyarrow."""
     root = tmp_path / "ds"
-    shutil.copytree(original[0], root)
+    shutil.copytree(original.root, root)
     path = root / "meta/episodes/chunk-000/file-001.parquet"
     data = path.read_bytes()
     pos = data.index(b"open the drawer")
@@ -303,10 +338,10 @@ def test_not_utf8_text_in_episode_metadata_is_a_dataset_error(original, tmp_path
 
 def test_a_missing_feature_names_the_ones_there_are(original, tmp_path):
     root = tmp_path / "ds"
-    shutil.copytree(original[0], root)
+    shutil.copytree(original.root, root)
     _edit_info(lambda i: i["features"].pop("action"))(root)
     with pytest.raises(DatasetError, match=r"has no 'action' feature \(features: \['episode_index', .*"
                                            r"'observation.state'.*\]\); flexwm needs actions"):
         FlexDataset(root)
     with pytest.raises(DatasetError, match=rf"no camera 'observation.images.side'; its cameras are \['{TOP}'\]"):
-        FlexDataset(original[0], camera="observation.images.side")
+        FlexDataset(original.root, camera="observation.images.side")
