@@ -108,13 +108,15 @@ def test_load_run_gives_a_working_world_model(dataset, tmp_path):
         load_run(tmp_path / "r", embodiment="sawyer")
 
 
-def _write(root, outcomes, embodiment="toy", action_dim=2):
-    with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=2, state_dim=2,
+def _write(root, outcomes, embodiment="toy", action_dim=2, proprio_dim=2):
+    with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=proprio_dim, state_dim=2,
                        embodiment=embodiment) as w:
         for i, outcome in enumerate(outcomes):
             ep = toy_episode(100 + i, outcome)
             if action_dim != 2:
                 ep.actions = np.concatenate([ep.actions, np.zeros((len(ep.actions), action_dim - 2), np.float32)], 1)
+            if proprio_dim != 2:
+                ep.proprio = np.concatenate([ep.proprio, np.zeros((len(ep.proprio), proprio_dim - 2), np.float32)], 1)
             ep.meta.embodiment = embodiment
             w.add(ep)
     return root
@@ -165,5 +167,8 @@ def test_init_from_with_other_action_space_is_refused(dataset, tmp_path):
     wrong = _write(tmp_path / "toy3", ["success", "play"], embodiment="toy", action_dim=3)
     with pytest.raises(DatasetError, match=r"embodiment 'toy' has .*'action_dim': 3.* checkpoint .*'action_dim': 2"):
         train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft", progress=False)
+    wrong = _write(tmp_path / "toy-p4", ["success", "play"], embodiment="toy", proprio_dim=4)  # proprio too
+    with pytest.raises(DatasetError, match=r"embodiment 'toy' has .*'proprio_dim': 4.* checkpoint .*'proprio_dim': 2"):
+        train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft-p", progress=False)
     with pytest.raises(ConfigError, match="needs init_from"):
         train_world_model(_cfg(dataset, finetune="adapters"), tmp_path / "x", progress=False)
