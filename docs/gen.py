@@ -929,7 +929,10 @@ def cli_md() -> str:
            _clean(group.help), "",
            "Every command prints `--help`. Errors from the library are one line naming the problem and the fix "
            "(exit code 2), never a traceback. Overrides use one syntax everywhere: `--set key=value` "
-           "(dotted keys, repeatable); unknown keys get a \"did you mean\" error.", ""]
+           "(dotted keys, repeatable); unknown keys get a \"did you mean\" error. Long commands draw progress "
+           "bars on stderr when it is a terminal (set `TQDM_DISABLE=1` to hide them); the commands that train "
+           "(`train`, `train-bc`, `improve`, `steer-wam`) also write their curves as TensorBoard event files "
+           "with `--tensorboard` (off by default; `pip install tensorboard`).", ""]
     gopts = [p for p in group.params if p.param_type_name == "option" and not p.hidden]
     if gopts:
         out += ["## `flexwm` (global options)", "",

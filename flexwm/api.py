@@ -111,10 +111,12 @@ def collect(out: str | Path, *, resume: bool = False, progress: bool = True, **c
 
 
 def train(data: str | Path | Sequence[str | Path], out: str | Path, preset: str = "cpu", *, resume: bool = False,
-          overrides: Sequence[str] = (), progress: bool = True, **config: Any) -> Path:
+          overrides: Sequence[str] = (), progress: bool = True, tensorboard: bool | str | Path | None = None,
+          **config: Any) -> Path:
     """Train a world model on dataset(s) `data` into the run directory `out` (as `flexwm train`); keyword
     arguments are RunConfig fields (nested as dicts, e.g. train={"steps": 500}), `overrides` are `--set`
-    strings. Returns the last checkpoint directory."""
+    strings; `tensorboard=True` (or a directory) also writes the curves as TensorBoard event files to
+    OUT/tensorboard/ (or there). Returns the last checkpoint directory."""
     from flexwm.config import from_dict, merge, to_dict
     from flexwm.training.run import RunConfig, run_config, train_world_model
 
@@ -126,7 +128,7 @@ def train(data: str | Path | Sequence[str | Path], out: str | Path, preset: str 
         from flexwm.config import apply_overrides
 
         cfg = apply_overrides(cfg, list(overrides))
-    return train_world_model(cfg, out, resume=resume, progress=progress)
+    return train_world_model(cfg, out, resume=resume, progress=progress, tensorboard=tensorboard)
 
 
 def export(src: str | Path, out: str | Path) -> Path:

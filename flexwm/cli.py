@@ -3,6 +3,8 @@
 Shared option names mean the same everywhere: `--ckpt` a model (a training run, a checkpoint or an exported
 folder), `--task` one task or a comma-separated list (`--tasks` is accepted too), `--device` where a model runs,
 `--seed`, `--out`, `--flow-steps`, and `--set key=value` (dotted keys nest, values are YAML) for config overrides.
+Commands that train (train, train-bc, improve, steer-wam) take `--tensorboard` (off by default). Long commands
+draw progress bars on stderr when it is a terminal; TQDM_DISABLE=1 hides them.
 Nothing in the library imports this module.
 """
 
@@ -33,6 +35,8 @@ ENV_SET = ("option of a gym:ENV_ID env, key=value: pixels=render|OBS_KEY|observa
 CAMERA = "camera to read when the dataset has several"
 OUTCOME = ("outcome of episodes without flexwm labels: unlabelled (default) | success-column | last-frame | "
            "success (curated successes)")
+TENSORBOARD = "also write the logged curves as TensorBoard event files to OUT/tensorboard/ (off by default)"
+TENSORBOARD_DIR = "write the TensorBoard event files to this directory instead (implies --tensorboard)"
 
 
 def _split(text: str) -> list[str]:
@@ -71,6 +75,11 @@ def _echo_json(obj: dict) -> None:
 
 def _command() -> list[str]:
     return ["flexwm", *sys.argv[1:]]
+
+
+def _tensorboard(flag: bool, directory: Path | None) -> bool | Path | None:
+    """What a command's --tensorboard / --tensorboard-dir ask for: None (off), True (OUT/tensorboard/) or a folder."""
+    return directory if directory is not None else (True if flag else None)
 
 
 def _version(value: bool) -> None:
@@ -183,6 +192,8 @@ def train(
     camera: str | None = typer.Option(None, help=CAMERA),
     outcome: str | None = typer.Option(None, help=OUTCOME),
     resize: int | None = typer.Option(None, help="scale frames to this square size (e.g. 64 for 480x640 data)"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD.replace("OUT", "--out")),
+    tensorboard_dir: Path | None = typer.Option(None, help=TENSORBOARD_DIR),
 ) -> None:
     """Train the flexible world model (or an ablation variant) on one or more datasets."""
     from flexwm.training.run import run_config, train_world_model
@@ -190,7 +201,8 @@ def train(
     cfg = run_config(preset, data=[str(d) for d in data], variant=variant, config_file=config, overrides=set_,
                      steps=steps, seed=seed, device=device,
                      camera=camera, outcome=outcome, resize=resize)
-    path = train_world_model(cfg, out, resume=resume, command=_command())
+    path = train_world_model(cfg, out, resume=resume, command=_command(),
+                             tensorboard=_tensorboard(tensorboard, tensorboard_dir))
     _echo_json({"checkpoint": str(path), "steps": cfg.train.steps, "out": str(out)})
 
 
@@ -209,6 +221,8 @@ def train_bc_cmd(
     no_proprio: bool = typer.Option(False, "--no-proprio", help="images and instruction only (for RL in imagination)"),
     save_at: str = typer.Option("", help="comma-separated steps at which to also save OUT/step-N snapshots "
                                          "(policies of graded quality for evaluate-policies suites)"),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD.replace("OUT", "--out")),
+    tensorboard_dir: Path | None = typer.Option(None, help=TENSORBOARD_DIR),
 ) -> None:
     """Train the behaviour-cloning baseline (no world model) on a dataset's successes; evaluate it with
     flexwm eval --policy bc --ckpt OUT."""
@@ -220,7 +234,8 @@ def train_bc_cmd(
         raise FlexWMError(f"--save-at {save_at!r} must be comma-separated step numbers, e.g. 100,500") from None
     _echo_json(train_bc_run(data, out, preset, steps=steps, batch_size=batch_size, lr=lr, heldout_every=heldout_every,
                             max_demos=max_demos, seed=seed, use_proprio=not no_proprio, save_at=snapshots,
-                            device=device, progress=True, command=_command()))
+                            device=device, progress=True, command=_command(),
+                            tensorboard=_tensorboard(tensorboard, tensorboard_dir)))
 
 
 @app.command("eval")
@@ -262,7 +277,7 @@ def eval_(
                      seed=seed, max_steps=max_steps, instructions=instructions, budget=budget, flow_steps=flow_steps,
                      ac_noise=ac_noise, ac_guidance=ac_guidance, cfg_scale=cfg_scale, device=device,
                      policy_overrides=parse_overrides(set_), videos=videos, env_options=_env_options(env, env_set))
-    result = evaluate_run(cfg, out, resume=resume, command=_command(), log=typer.echo)
+    result = evaluate_run(cfg, out, resume=resume, command=_command(), log=typer.echo, progress=True)
     typer.echo(f"average over tasks {result['average_over_tasks']:.1%}; wrote {result['out']}")
 
 
@@ -282,6 +297,8 @@ def improve(
     device: str = typer.Option("cpu", help=DEVICE),
     set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=8") + " (ImproveConfig)"),
     env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD.replace("OUT", "--out")),
+    tensorboard_dir: Path | None = typer.Option(None, help=TENSORBOARD_DIR),
 ) -> None:
     """Improve a behaviour-cloning policy by RL in imagination (positive-advantage weighted regression on
     batched imagined rollouts scored by the success head), or in the real simulator with --real.
@@ -292,7 +309,7 @@ def improve(
     cfg = apply_overrides(ImproveConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
     log = improve_run(bc, _task(env, task), out, cfg, ckpt=ckpt, real=real, env_name=env, flow_steps=flow_steps,
                       data=data, device=device, progress=True, command=_command(),
-                      env_options=_env_options(env, env_set))
+                      env_options=_env_options(env, env_set), tensorboard=_tensorboard(tensorboard, tensorboard_dir))
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
@@ -310,6 +327,8 @@ def steer_wam_cmd(
     device: str = typer.Option("cpu", help=DEVICE),
     set_: list[str] = typer.Option([], "--set", help=SET.format(example="iterations=5") + " (NoiseRLConfig)"),
     env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD.replace("OUT", "--out")),
+    tensorboard_dir: Path | None = typer.Option(None, help=TENSORBOARD_DIR),
 ) -> None:
     """Learn a noise policy that steers the WAM mode's initial action noise by RL (latent-space RL; the model's
     weights stay frozen). Evaluate it with flexwm eval --policy wam-steered --set noise_policy=OUT."""
@@ -318,7 +337,8 @@ def steer_wam_cmd(
 
     cfg = apply_overrides(NoiseRLConfig(), [*set_, *([f"seed={seed}"] if seed is not None else [])])
     log = steer_wam_run(ckpt, _task(env, task), out, cfg, real=real, env_name=env, flow_steps=flow_steps,
-                        device=device, progress=True, command=_command(), env_options=_env_options(env, env_set))
+                        device=device, progress=True, command=_command(), env_options=_env_options(env, env_set),
+                        tensorboard=_tensorboard(tensorboard, tensorboard_dir))
     _echo_json({"out": str(out), "mean_return_per_iteration": [r["mean_return"] for r in log["iterations"]],
                 "wall_s": log["wall_s"]})
 
@@ -350,7 +370,7 @@ def evaluate_policies(
     res = evaluate_policies_run(ckpt, suite, env, _task(env, task), episodes=episodes, seed=seed, horizon=horizon,
                                 flow_steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance,
                                 success_threshold=success_threshold, calibration=calibration, out=out, device=device,
-                                env_options=_env_options(env, env_set))
+                                env_options=_env_options(env, env_set), progress=True)
     for p in res["policies"]:
         typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
                    f"({p['imagination']})")
@@ -377,7 +397,8 @@ def calibrate(
     from flexwm.evaluation.calibrate import calibrate_run
 
     res = calibrate_run(ckpt, out, data=data, tasks=_split(task), max_episodes=max_episodes, horizon=horizon,
-                        flow_steps=flow_steps, ac_noise=ac_noise, seed=seed, device=device, command=_command())
+                        flow_steps=flow_steps, ac_noise=ac_noise, seed=seed, device=device, command=_command(),
+                        progress=True)
     _echo_json({k: res[k] for k in ("threshold", "balanced_accuracy", "balanced_accuracy_at_0.5", "auc",
                                     "n_success", "n_failure")} | {"wrote": res["out"]})
 

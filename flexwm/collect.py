@@ -202,9 +202,9 @@ def collect(cfg: CollectConfig, out: str | Path, *, resume: bool = False,
     written = 0
     bar = None
     if progress and todo:
-        from tqdm.auto import tqdm
+        from flexwm.metrics import progress_bar
 
-        bar = tqdm(total=len(todo), desc=f"collect {cfg.env}", unit="ep", dynamic_ncols=True)
+        bar = progress_bar(len(todo), f"collect {cfg.env}", unit="ep")
     with DatasetWriter(out, **schema) as writer:
         for episode in _iter_episodes(cfg, todo):
             writer.add(episode)

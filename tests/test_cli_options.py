@@ -3,6 +3,7 @@ every command, `--version`, and a clear error (no traceback) for every CUDA requ
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -142,3 +143,50 @@ def test_loading_on_cuda_without_cuda_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="no GPU"):
         flexwm.load(DEMO, device="cuda")
+
+
+TRAINING_COMMANDS = ("train", "train-bc", "improve", "steer-wam")
+
+
+def test_tensorboard_is_an_opt_in_option_of_every_training_command():
+    for name in TRAINING_COMMANDS:
+        params = {p.name: p for p in COMMANDS[name].params}
+        assert params["tensorboard"].opts == ["--tensorboard"] and params["tensorboard"].default is False, name
+        assert params["tensorboard_dir"].opts == ["--tensorboard-dir"], name
+        assert params["tensorboard_dir"].default is None, name
+
+
+def test_train_bc_tensorboard_writes_the_loss_curve(tmp_path):
+    from tests.helpers.toy_training_data import write_toy_dataset
+    from tests.helpers.tracking import read_scalars
+
+    data = write_toy_dataset(tmp_path / "toy", n=3)
+    base = ["train-bc", "--data", str(data), "--preset", "tiny", "--steps", "12", "--batch-size", "4"]
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "plain" / "tensorboard").exists()  # off by default
+    pytest.importorskip("tensorboard")
+    r = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bc"), "--tensorboard"])
+    assert r.exit_code == 0, r.output
+    scalars = read_scalars(tmp_path / "bc" / "tensorboard")
+    assert sorted(scalars) == ["loss", "lr"] and [s for s, _ in scalars["loss"]] == [10, 12]
+    assert all(v == pytest.approx(3e-4) for _, v in scalars["lr"])
+    # logging does not change training: the same losses with and without it
+    info = [json.loads((tmp_path / d / "train_info.json").read_text()) for d in ("plain", "bc")]
+    assert info[0]["losses"] == info[1]["losses"] and info[0]["loss_last_50"] == info[1]["loss_last_50"]
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+def test_tensorboard_without_its_package_fails_before_any_work(command, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    argv = {"train": ["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
+            "train-bc": ["train-bc", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
+            "improve": ["improve", "--bc", str(tmp_path / "b"), "--task", "reach-v3", "--out", str(tmp_path / "o"),
+                        "--real"],
+            "steer-wam": ["steer-wam", "--ckpt", str(DEMO), "--task", "reach-v3", "--out", str(tmp_path / "o")]}
+    r = CliRunner().invoke(app, [*argv[command], "--tensorboard"])
+    assert isinstance(r.exception, ConfigError) and "pip install tensorboard" in str(r.exception), r.output
+    assert not (tmp_path / "o").exists()

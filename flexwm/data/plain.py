@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flexwm.data.lerobot import (
@@ -95,19 +96,34 @@ def cameras_of(info: dict) -> list[str]:
     return [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
 
 
-def _dim(ft: dict) -> int:
-    shape = ft.get("shape") or [1]
-    return int(np.prod([int(v) for v in shape]))
+def _sizes(values: Any, low: int = 1) -> bool:
+    return isinstance(values, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                                            for v in values)
+
+
+def _dim(key: str, ft: Any) -> int:
+    """The number of values per step of feature `key` (its shape's product; a scalar's is 1); ValueError if the
+    shape is not a list of non-negative integers."""
+    shape = ft.get("shape") if isinstance(ft, dict) else "missing"
+    shape = shape or [1] if isinstance(shape, list) or shape is None else shape
+    if not _sizes(shape, low=0):
+        raise ValueError(f"feature {key!r} has shape {shape!r}; it must be a list of non-negative integers")
+    return int(np.prod(shape))
 
 
 def _hw(ft: dict) -> tuple[int, int]:
     info = ft.get("info") or {}
+    if not isinstance(info, dict):
+        raise ValueError(f"its 'info' is {info!r}, not an object")
     if isinstance(info.get("video.height"), int) and isinstance(info.get("video.width"), int):
-        return int(info["video.height"]), int(info["video.width"])
-    shape, names = list(ft.get("shape") or []), list(ft.get("names") or [])
-    if len(shape) != 3:
-        raise ValueError(f"shape {shape} is not (height, width, channels)")
-    if names and names[0] in ("channel", "channels"):
+        h, w = info["video.height"], info["video.width"]
+        if not _sizes([h, w]):
+            raise ValueError(f"video.height {h} and video.width {w} must be positive integers")
+        return int(h), int(w)
+    shape, names = ft.get("shape"), ft.get("names")
+    if not (_sizes(shape) and len(shape) == 3):
+        raise ValueError(f"shape {shape!r} is not (height, width, channels)")
+    if isinstance(names, list) and names and names[0] in ("channel", "channels"):
         return int(shape[1]), int(shape[2])
     return int(shape[0]), int(shape[1])
 
@@ -139,13 +155,20 @@ def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment
     state_key = STATE_KEY if STATE_KEY in feats else None
     env_key = next((k for k in ENV_STATE_KEYS if k in feats), None)
     fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
-    dims = {"action_dim": _dim(feats[ACTION_KEY]), "proprio_dim": _dim(feats[state_key]) if state_key else 1,
-            "state_dim": _dim(feats[env_key]) if env_key else 0}
+    try:
+        dims = {"action_dim": _dim(ACTION_KEY, feats[ACTION_KEY]),
+                "proprio_dim": _dim(state_key, feats[state_key]) if state_key else 1,
+                "state_dim": _dim(env_key, feats[env_key]) if env_key else 0}
+    except ValueError as e:
+        raise DatasetError(f"{root}: meta/info.json cannot be read ({e}); restore it from a copy of the dataset") from e
     if fx:  # flexwm's own block is authoritative for what it wrote
         dims = {k: int(fx[k]) for k in dims}
         image_size = (int(fx["image_size"][0]), int(fx["image_size"][1]))
     robot = info.get("robot_type")
-    name = embodiment or (robot if isinstance(robot, str) and robot else DEFAULT_EMBODIMENT)
+    if robot is not None and not isinstance(robot, str):
+        raise DatasetError(f"{root}: meta/info.json has robot_type = {robot!r}; it must be a string naming the robot "
+                           "(or null); fix it, or name the embodiment yourself (embodiment=)")
+    name = embodiment or robot or DEFAULT_EMBODIMENT
     return Layout(camera=camera, cameras=tuple(cams), action_key=ACTION_KEY, state_key=state_key,
                   env_state_key=env_key, success_key=SUCCESS_KEY if SUCCESS_KEY in feats else None,
                   image_size=image_size, embodiment=str(name), **dims)
@@ -155,13 +178,17 @@ def video_columns(camera: str) -> tuple[str, str, str, str]:
     return tuple(f"videos/{camera}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp"))
 
 
-PACKED_REQUIRED = ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+PACKED_REQUIRED = ("episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
                    "dataset_to_index")
 
 
-def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: str) -> list[dict[str, Any]]:
+def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: str,
+                     total_episodes: Any = None, fps: int = 1) -> list[dict[str, Any]]:
     """Episode rows from meta/episodes files holding any number of episodes each, in episode order; checked to
-    number episodes 0..N-1 with consistent frame ranges. Per-episode stats columns are not read."""
+    number episodes 0..N-1 with consistent frame ranges, to be as many as info.json's `total_episodes` says
+    (when it is a number: LeRobot writes it with the metadata, so fewer rows mean a lost or unfinished
+    meta/episodes file), and to give the episodes that share a video file time ranges that do not overlap
+    (`check_video_ranges`). Per-episode stats columns are not read."""
     need = (*PACKED_REQUIRED, *video_columns(layout.camera))
     rows: list[dict[str, Any]] = []
     for path in sorted(files):
@@ -171,9 +198,9 @@ def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: st
             if missing:
                 raise DatasetError(f"{root}: episode metadata file {path} lacks columns {missing}; {fix_hint}")
             table = pq.read_table(path, columns=[c for c in names if not c.startswith("stats/")])
-        except (pa.ArrowException, OSError) as e:
+            rows += table.to_pylist()
+        except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: e.g. text that is not UTF-8
             raise DatasetError(f"{root}: episode metadata file {path} is damaged ({e}); {fix_hint}") from e
-        rows += table.to_pylist()
     rows.sort(key=lambda r: (r["episode_index"] is None, r["episode_index"]))
     for i, r in enumerate(rows):
         if r["episode_index"] != i:
@@ -187,7 +214,61 @@ def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: st
         for c in video_columns(layout.camera):
             if r.get(c) is None:
                 raise DatasetError(f"{root}: episode {i}'s metadata has no {c}; {fix_hint}")
+        tasks = r["tasks"]
+        if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+            raise DatasetError(f"{root}: episode {i}'s metadata has tasks {tasks!r}; LeRobot gives every episode a "
+                               f"list of its task strings; {fix_hint}")
+    if isinstance(total_episodes, int) and not isinstance(total_episodes, bool):
+        if total_episodes != len(rows):
+            raise DatasetError(f"{root}: meta/episodes holds {len(rows)} episode rows ({len(files)} files) but "
+                               f"meta/info.json says total_episodes = {total_episodes}; a meta/episodes file is "
+                               "missing or damaged, or the recording was never finalized (LeRobot's "
+                               f"dataset.finalize()). {fix_hint[0].upper()}{fix_hint[1:]}")
+    else:  # no usable count in info.json: the data files tell which episodes exist
+        stored = max_data_episode(root)
+        if stored is not None and stored >= len(rows):
+            raise DatasetError(f"{root}: the data files hold episode {stored} but meta/episodes describes only "
+                               f"episodes 0..{len(rows) - 1}; a meta/episodes file is missing or damaged; {fix_hint}")
+    check_video_ranges(root, rows, layout.camera, fps, fix_hint)
     return rows
+
+
+def max_data_episode(root: Path) -> int | None:
+    """The highest episode_index in the data files (only that column is read; unreadable files are skipped, the
+    episodes in them are reported when read). None if no file can be read."""
+    best = None
+    for path in sorted((Path(root) / "data").glob("chunk-*/file-*.parquet")):
+        try:
+            col = pq.read_table(path, columns=["episode_index"])["episode_index"]
+            top = pc.max(col).as_py()
+        except (pa.ArrowException, OSError, KeyError, ValueError):
+            continue
+        if isinstance(top, int):
+            best = top if best is None else max(best, top)
+    return best
+
+
+def check_video_ranges(root: Path, rows: list[dict[str, Any]], camera: str, fps: int, fix_hint: str) -> None:
+    """LeRobot appends each episode's frames to a camera's mp4, so the episodes of one file hold time ranges
+    [from_timestamp, to_timestamp) that start at or after 0 and never overlap (half a frame of rounding allowed).
+    A row pointing at the wrong file or time would decode another episode's frames without any error; this
+    catches it from the metadata alone."""
+    chunk_c, file_c, from_c, to_c = video_columns(camera)
+    tol = 0.5 / max(int(fps), 1)
+    by_file: dict[tuple[Any, Any], list[tuple[float, float, int]]] = {}
+    for i, r in enumerate(rows):
+        start, end = r[from_c], r[to_c]
+        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and -tol <= start < end):
+            raise DatasetError(f"{root}: episode {i}'s metadata has {from_c} {start!r} and {to_c} {end!r}, not a "
+                               f"time range in its video; {fix_hint}")
+        by_file.setdefault((r[chunk_c], r[file_c]), []).append((float(start), float(end), i))
+    for (chunk, file), ranges in by_file.items():
+        ranges.sort()
+        for (_, end, i), (start, _, j) in zip(ranges, ranges[1:]):
+            if start < end - tol:
+                raise DatasetError(f"{root}: episodes {i} and {j} claim overlapping times of the same video ({camera}"
+                                   f", chunk {chunk}, file {file}: {start:.3f} s < {end:.3f} s); one of their "
+                                   f"metadata rows points at the wrong file or time; {fix_hint}")
 
 
 def read_tasks(root: Path) -> list[str] | None:
@@ -207,6 +288,17 @@ def read_tasks(root: Path) -> list[str] | None:
     for k, name in zip(idx, names):
         out[k] = str(name)
     return out
+
+
+def check_episode_tasks(root: Path, rows: list[dict], tasks: list[str], fix_hint: str) -> None:
+    """Every episode's task strings are in the tasks table (LeRobot adds a task there before any episode uses
+    it), so a damaged string in meta/episodes is not read as another instruction."""
+    known = set(tasks)
+    for i, r in enumerate(rows):
+        unknown = [t for t in r["tasks"] if t not in known]
+        if unknown:
+            raise DatasetError(f"{root}: episode {i}'s metadata names tasks {unknown} that {TASKS_PATH} does not "
+                               f"hold (it holds {tasks[:8]}{'...' if len(tasks) > 8 else ''}); {fix_hint}")
 
 
 def episode_values(root: Path, rows: list[dict], key: str, fix_hint: str) -> list[set]:

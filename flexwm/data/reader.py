@@ -173,9 +173,10 @@ def is_flexwm_layout(root: Path, info: dict) -> bool:
     for path in list_episode_files(root, int(info["chunks_size"])).values():
         try:
             meta = pq.read_metadata(path)
-        except (pa.ArrowException, OSError):
+            names = meta.schema.names
+        except (pa.ArrowException, OSError, ValueError):
             continue  # damaged: flexwm's reader reports it by name
-        if meta.num_rows != 1 or "outcome" not in meta.schema.names:
+        if meta.num_rows != 1 or "outcome" not in names:
             return False
     return True
 
@@ -231,8 +232,12 @@ class FlexDataset:
             rows = read_episode_rows(self.root, info)
             tasks = task_list_of(rows)
         else:
-            rows = plain.read_packed_rows(self.root, all_episode_files(self.root), self.layout, _fix_hint(self.root))
-            tasks = plain.read_tasks(self.root) or task_list_of(rows)
+            rows = plain.read_packed_rows(self.root, all_episode_files(self.root), self.layout, _fix_hint(self.root),
+                                          info.get("total_episodes"), int(info["fps"]))
+            stored = plain.read_tasks(self.root)
+            if stored is not None:
+                plain.check_episode_tasks(self.root, rows, stored, _fix_hint(self.root))
+            tasks = stored or task_list_of(rows)
         if self.outcome_rule == "success-column" and self.layout.success_key is None:
             raise ConfigError(f"outcome rule 'success-column' needs a {SUCCESS_KEY} feature, but {self.root} has "
                               f"only {sorted(info['features'])}; declare 'last-frame' or 'success' instead")
@@ -257,6 +262,9 @@ class FlexDataset:
         self._checksums = self.flexwm_layout or fx.get("packed") is True
         self._checked: set[Path] = set()  # packed files whose checksum was verified (many episodes share one)
         self._table: tuple[Path, pa.Table] | None = None  # the last packed data file read (episodes come in order)
+        # every feature but the videos is a column of the data files (LeRobot and flexwm write them all there)
+        self._data_features = [k for k, f in info["features"].items() if not isinstance(f, dict)
+                               or f.get("dtype") != "video"]
 
     # schema -------------------------------------------------------------------------------------------------
     @property
@@ -373,6 +381,10 @@ class FlexDataset:
         L = self.layout
         try:
             table = self._data_table(i, path, ep)
+            missing = [k for k in self._data_features if k not in table.column_names]
+            if missing:  # e.g. a renamed feature: reading on would silently drop or zero it
+                raise ValueError(f"it has no column for the features {missing} that meta/info.json declares (its "
+                                 f"columns: {table.column_names})")
             rows_in_file = table.num_rows
             table = table.filter(pc.equal(table["episode_index"], i))
             frame_index = table["frame_index"].to_numpy()

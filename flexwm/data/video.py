@@ -66,8 +66,9 @@ def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_tim
     file from its start; decoding stops once the episode's frames are read. Any codec the ffmpeg build inside
     PyAV decodes works (h264, AV1, ...). `size` = (H, W) crops the padding `encode_video` added to odd sizes;
     `resize` = (H, W) instead scales each whole decoded frame to that size (area averaging when shrinking).
-    Raises the decoder's own errors (av.FFmpegError, OSError); the dataset reader turns them into a
-    DatasetError naming the episode.
+    Raises the decoder's own errors (av.FFmpegError, OSError), and ValueError when the stream's frames are not
+    of `size` (a stored size of metadata that does not describe the video would otherwise crop it silently);
+    the dataset reader turns them into a DatasetError naming the episode.
     """
     out = []
     with av.open(str(path), mode="r") as container:
@@ -78,6 +79,9 @@ def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_tim
         if from_timestamp > half and tb:
             container.seek(max(int((from_timestamp - half) / tb), 0), stream=stream, backward=True, any_frame=False)
         for frame in container.decode(stream):
+            if size is not None and (frame.height, frame.width) not in (tuple(size), _even(size)):
+                raise ValueError(f"{path} holds {frame.height}x{frame.width} frames (H x W), not the "
+                                 f"{size[0]}x{size[1]} its metadata gives")
             ts = float(frame.pts * tb) if frame.pts is not None else len(out) * 2 * half
             if ts < from_timestamp - half:
                 continue
@@ -95,3 +99,8 @@ def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_tim
     if size is not None and resize is None:
         arr = arr[:, : size[0], : size[1]]
     return arr
+
+
+def _even(size: tuple[int, int]) -> tuple[int, int]:
+    """The size `encode_video` stores frames of `size` at (odd sides padded by one)."""
+    return int(size[0]) + int(size[0]) % 2, int(size[1]) + int(size[1]) % 2

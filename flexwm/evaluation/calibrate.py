@@ -81,6 +81,11 @@ def replay_open_loop(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | 
     stride = int(wm.frame_stride)
     instruction = instruction or _canonical
     imagination = imagination or Imagination
+    dims = sorted({int(np.asarray(e.actions).shape[-1]) for e in episodes})
+    if dims and dims != [int(wm.action_dim)]:
+        raise ConfigError(f"the episodes have {'- or '.join(map(str, dims))}-d actions but the world model expects "
+                          f"{int(wm.action_dim)}-d actions; replay episodes of the embodiment the model was loaded "
+                          "for (a dataset it was trained on)")
     for b in range(0, len(episodes), batch):
         eps = episodes[b:b + batch]
         lengths = np.array([min(e.length, horizon or e.length) // stride for e in eps])  # imagined frames
@@ -100,25 +105,39 @@ def replay_open_loop(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | 
             yield b, k, lengths > k, imag
 
 
+def replay_steps(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32) -> int:
+    """How many steps `replay_open_loop` yields for these episodes (the length of its progress bar)."""
+    stride = int(wm.frame_stride)
+    return sum(max(min(e.length, horizon or e.length) // stride for e in episodes[b:b + batch])
+               for b in range(0, len(episodes), batch))
+
+
 def imagined_scores(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None, batch: int = 32,
-                    seed: int = 0, instruction: Any = None) -> np.ndarray:
-    """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc)."""
+                    seed: int = 0, instruction: Any = None, progress: bool = False) -> np.ndarray:
+    """Max imagined P(success) of each episode replayed open-loop from its first frame (see the module doc).
+    `progress`: a bar on stderr over the imagined steps."""
+    from flexwm.metrics import progress_bar
+
     out = np.zeros(len(episodes))
+    bar = progress_bar(replay_steps(wm, episodes, horizon=horizon, batch=batch) if progress else None,
+                       "calibrate: imagine", enabled=progress, unit="step")
     for b, _, live, imag in replay_open_loop(wm, episodes, horizon=horizon, batch=batch, seed=seed,
                                              instruction=instruction):
         rows = b + np.flatnonzero(live)
         out[rows] = np.maximum(out[rows], imag.success.numpy()[live])
+        bar.update(1)
+    bar.close()
     return out
 
 
 def calibrate_imagined_success(wm: WorldModel, episodes: Sequence[Any], *, horizon: int | None = None,
-                               batch: int = 32, seed: int = 0) -> dict[str, Any]:
+                               batch: int = 32, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Threshold, balanced accuracy and AUC of imagined success against the episodes' real outcomes (a real
-    success anywhere in the first `horizon` steps)."""
+    success anywhere in the first `horizon` steps). `progress`: a bar on stderr over the imagined steps."""
     if not episodes:
         raise ConfigError("calibration got no episodes; give held-out episodes with both outcomes")
     labels = np.array([bool(np.asarray(e.success[: horizon or e.length]).any()) for e in episodes])
-    scores = imagined_scores(wm, episodes, horizon=horizon, batch=batch, seed=seed)
+    scores = imagined_scores(wm, episodes, horizon=horizon, batch=batch, seed=seed, progress=progress)
     threshold, bacc = best_threshold(scores, labels)
     at_half = 0.5 * (np.mean(scores[labels] > 0.5) + np.mean(scores[~labels] <= 0.5))
     return {"threshold": threshold, "balanced_accuracy": bacc, "balanced_accuracy_at_0.5": float(at_half),
@@ -144,14 +163,16 @@ def calibration_output(out: str | Path | None, ckpt: str | Path) -> Path:
 def calibrate_run(ckpt: str | Path, out: str | Path | None = None, *, data: str | Path | None = None,
                   tasks: Sequence[str] = (), max_episodes: int = 128, horizon: int | None = None, flow_steps: int = 4,
                   ac_noise: str = "sample", seed: int = 0, device: str = "cpu",
-                  command: list[str] | None = None) -> dict[str, Any]:
+                  command: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Calibrate the training run at `ckpt` on up to `max_episodes` of its held-out episodes of `data` (default:
     its first dataset; only `tasks` if given) and write the result to `calibration_output(out, ckpt)`.
-    Returns the result with "out": the file written."""
+    `progress`: bars on stderr over loading the episodes and imagining them. Returns the result with "out": the
+    file written."""
     from flexwm.config import check_device
     from flexwm.data import FlexDataset
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json
+    from flexwm.metrics import progress_bar
     from flexwm.runs import run_heldout
 
     check_device(device)
@@ -164,7 +185,12 @@ def calibrate_run(ckpt: str | Path, out: str | Path | None = None, *, data: str 
     if not idx:
         raise ConfigError(f"no held-out episodes of tasks {sorted(wanted)} in {data}")
     wm = load_run(ckpt, steps=flow_steps, ac_noise=ac_noise, device=device)
-    res = calibrate_imagined_success(wm, [ds.load_episode(i) for i in idx], horizon=horizon, seed=seed)
+    episodes = []
+    with progress_bar(len(idx), "calibrate: load", enabled=progress, unit="ep") as bar:
+        for i in idx:
+            episodes.append(ds.load_episode(i))
+            bar.update(1)
+    res = calibrate_imagined_success(wm, episodes, horizon=horizon, seed=seed, progress=progress)
     res.update({"ckpt": str(ckpt), "data": str(data), "episode_indices": idx, "flow_steps": flow_steps,
                 "ac_noise": ac_noise, "command": " ".join(command or [])})
     path = calibration_output(out, ckpt)

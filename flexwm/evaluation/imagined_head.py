@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor
 
 from flexwm.errors import ConfigError
-from flexwm.evaluation.calibrate import auc, replay_open_loop
+from flexwm.evaluation.calibrate import auc, replay_open_loop, replay_steps
 from flexwm.models.interface import FlexWorldModelWrapper, LatentState
 from flexwm.rl.imagination import Imagination
 
@@ -67,11 +66,15 @@ def imagined_head_features(wm: FlexWorldModelWrapper, episodes: Sequence[Any], *
                            batch: int = 32, seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
     """Head input features of every imagined window of every episode (open-loop replay) with real labels.
     Returns {"features" (N, d) float32, "labels" (N,) bool: real success by the newest frame's time,
-    "episode" (N,) index into `episodes`, "step" (N,), "old_prob" (N,): the current head's P(success)}."""
+    "episode" (N,) index into `episodes`, "step" (N,), "old_prob" (N,): the current head's P(success)}.
+    `progress`: a bar on stderr over the imagined steps."""
+    from flexwm.metrics import progress_bar
+
     stride = int(wm.frame_stride)
     succeeded = [np.maximum.accumulate(np.asarray(e.success, bool)) for e in episodes]
     feats, labels, owner, steps, old = [], [], [], [], []
-    t0, last = time.perf_counter(), -1
+    bar = progress_bar(replay_steps(wm, episodes, horizon=horizon, batch=batch) if progress else None,
+                       "tune-head: imagine", enabled=progress, unit="step")
     for b, k, live, imag in replay_open_loop(wm, episodes, horizon=horizon, batch=batch, seed=seed,
                                              imagination=FeatureImagination):
         rows = np.flatnonzero(live)
@@ -82,10 +85,8 @@ def imagined_head_features(wm: FlexWorldModelWrapper, episodes: Sequence[Any], *
             labels.append(bool(s[min((k + 1) * stride, len(s)) - 1]))
         owner.append(b + rows)
         steps.append(np.full(len(rows), k))
-        if progress and b != last:
-            last = b
-            print(f"[tune-head] imagining episodes {b}-{min(b + batch, len(episodes)) - 1} of {len(episodes)} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        bar.update(1)
+    bar.close()
     return {"features": np.concatenate(feats).astype(np.float32), "labels": np.asarray(labels, bool),
             "episode": np.concatenate(owner), "step": np.concatenate(steps), "old_prob": np.concatenate(old)}
 

@@ -203,7 +203,8 @@ def make_suite_policy(spec: PolicySpec, env: RobotEnv, wm: WorldModel,
 # running
 
 
-def _run_real(env: RobotEnv, agent: Any, seeds: list[int], steps: int) -> dict[str, Any]:
+def _run_real(env: RobotEnv, agent: Any, seeds: list[int], steps: int, tick: Callable[[], Any] = lambda: None
+              ) -> dict[str, Any]:
     first, actions, success = [], np.zeros((len(seeds), steps, env.action_space.shape[0]), np.float32), []
     for e, s in enumerate(seeds):
         obs = env.reset(s)
@@ -218,11 +219,13 @@ def _run_real(env: RobotEnv, agent: Any, seeds: list[int], steps: int) -> dict[s
                 break
         actions[e, t + 1:] = actions[e, t]  # an episode the env ended early: its last action held
         success.append(ok)
+        tick()
     return {"first": first, "actions": actions, "success": success}
 
 
 def _imagine(wm: WorldModel, env: RobotEnv, make_agent: Callable[[], Any], real: dict[str, Any], seeds: list[int],
-             frames: int, threshold: float, open_loop: bool) -> dict[str, Any]:
+             frames: int, threshold: float, open_loop: bool, tick: Callable[[], Any] = lambda: None
+             ) -> dict[str, Any]:
     from flexwm.rl.imagination import Imagination
 
     n, stride = len(seeds), int(wm.frame_stride)
@@ -245,6 +248,7 @@ def _imagine(wm: WorldModel, env: RobotEnv, make_agent: Callable[[], Any], real:
         if not open_loop:
             obs = [Observation(image=img, proprio=None, instruction=o.instruction)
                    for img, o in zip(imag.images(), first)]
+        tick()
     return {"success": list(best > threshold), "mean_max_prob": float(best.mean())}
 
 
@@ -259,12 +263,15 @@ def compare(real: list[float], imagined: list[float]) -> dict[str, float]:
 def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task: str | None = None,
                    episodes: int = 10, seed: int = 0, horizon: int | None = None, *, env: RobotEnv | None = None,
                    success_threshold: float = 0.5, out_dir: str | Path | None = None,
-                   agents: dict[str, AgentFactory] | None = None, env_options: Any = None) -> dict[str, Any]:
+                   agents: dict[str, AgentFactory] | None = None, env_options: Any = None,
+                   progress: bool = False) -> dict[str, Any]:
     """Evaluate every policy of `suite` (a path, a parsed list or raw data) for `episodes` episodes each in the
     real simulator (`env`, or make_env(env_name, task, env_options=) at the model's image size) and in the world
     model.
     `horizon`: native steps per episode (default and cap: the env's max_episode_steps). `agents` adds or
-    replaces the agent factory of a kind. With `out_dir`: policy_eval.json, policy_eval.png and suite.json."""
+    replaces the agent factory of a kind. With `out_dir`: policy_eval.json, policy_eval.png and suite.json.
+    `progress`: a bar on stderr over every policy's real episodes and imagined frames."""
+    from flexwm.metrics import progress_bar
     from flexwm.rl.imagination import check_env
 
     specs = load_suite(suite) if isinstance(suite, (str, Path)) else (
@@ -293,18 +300,22 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
         except (ConfigError, EnvError) as e:
             raise type(e)(f"policy {spec.name!r} (policies[{i}]): {e}") from e
     records = []
+    bar = progress_bar(len(specs) * (episodes + frames), "evaluate-policies", enabled=progress)
     for spec in specs:
         make, agent = makers[spec.name], first_agents[spec.name]
         t0 = time.perf_counter()
-        real = _run_real(env, agent, seeds, steps)
+        bar.set_description(f"evaluate-policies {spec.name} real")
+        real = _run_real(env, agent, seeds, steps, tick=lambda: bar.update(1))
         t1 = time.perf_counter()
         open_loop = bool(getattr(agent, "needs_privileged_state", False))
-        imag = _imagine(wm, env, make, real, seeds, frames, success_threshold, open_loop)
+        bar.set_description(f"evaluate-policies {spec.name} imagined")
+        imag = _imagine(wm, env, make, real, seeds, frames, success_threshold, open_loop, tick=lambda: bar.update(1))
         records.append({"name": spec.name, "kind": spec.kind,
                         "imagination": "open-loop replay" if open_loop else "closed-loop",
                         "real": success_summary(real["success"]), "imagined": success_summary(imag["success"]),
                         "imagined_mean_max_prob": imag["mean_max_prob"],
                         "seconds": {"real": t1 - t0, "imagined": time.perf_counter() - t1}})
+    bar.close()
     stats = compare([r["real"]["rate"] for r in records], [r["imagined"]["rate"] for r in records])
     result = {"env": env_name or env.embodiment, "task": task or env.task, "episodes": episodes, "seed": seed,
               "seeds": seeds, "horizon": steps, "imagined_frames": frames, "frame_stride": int(wm.frame_stride),
@@ -324,7 +335,7 @@ def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str
                           seed: int = 10_000, horizon: int | None = None, flow_steps: int = 4, ac_noise: str = "sample",
                           ac_guidance: float = 1.0, success_threshold: str | float = 0.5,
                           calibration: str | Path | None = None, out: str | Path | None = None,
-                          device: str = "cpu", env_options: Any = None) -> dict[str, Any]:
+                          device: str = "cpu", env_options: Any = None, progress: bool = False) -> dict[str, Any]:
     """`flexwm evaluate-policies`: load the model at `ckpt`, resolve the success threshold (a number or
     "calibrated", see `resolve_threshold`) and run `evaluate_suite` into `out` (default runs/eval/NAME/
     policy-eval-TASK/). Returns the result with "out": the folder written."""
@@ -340,7 +351,7 @@ def evaluate_policies_run(ckpt: str | Path, suite: Any, env_name: str, task: str
                   prefer_embodiment=embodiment_of(env_name))
     out = Path(out) if out is not None else results_dir(ckpt) / f"policy-eval-{task}"
     res = evaluate_suite(suite, wm, env_name, task, episodes=episodes, seed=seed, horizon=horizon, out_dir=out,
-                         success_threshold=threshold, env_options=env_options)
+                         success_threshold=threshold, env_options=env_options, progress=progress)
     return {**res, "out": str(out)}
 
 

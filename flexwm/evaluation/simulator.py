@@ -93,7 +93,8 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
                     max_steps: int | None = None, instruction_split: str = "eval", record_video: int = 0, *,
                     image_size: tuple[int, int] = (64, 64), camera: str | None = None,
                     stop_on_success: bool = True, instructions: Sequence[str] | None = None,
-                    env_options: Any = None) -> dict[str, Any]:
+                    env_options: Any = None,
+                    on_episode: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Roll `policy` out for `episodes` episodes (reset seeds seed, seed + 1, ...) on `env_name`/`task`.
 
     Returns per-episode records (seed, instruction, success, steps, whether the instruction was in the
@@ -103,7 +104,8 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
     decoded imagined frames, score). `instructions` (a list) replaces the split: episode e hears
     instructions[e % len(instructions)]; "per_instruction" holds the success summary of each. A gym:ENV_ID env
     has no held-out paraphrases: every split is its configured instructions. `env_options`: how to read a gym
-    env (flexwm.envs.GymEnvConfig or a dict of it).
+    env (flexwm.envs.GymEnvConfig or a dict of it). `on_episode(record)` is called after every episode (e.g. to
+    advance a progress bar).
     """
     from flexwm.envs import make_env
 
@@ -130,6 +132,8 @@ def evaluate_policy(policy: RecedingHorizonPolicy, env_name: str, task: str, epi
             rec["instruction_seen_in_training"] = seen[rec["instruction"]]
             records.append(rec)
             latencies += lat
+            if on_episode is not None:
+                on_episode(rec)
             if video is not None:
                 videos.append({"episode": e, **video})
     finally:
@@ -227,16 +231,19 @@ def eval_output(out: str | Path | None, ckpt: str | Path, policy: str) -> Path:
 
 
 def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool = False,
-                 command: list[str] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 command: list[str] | None = None, log: Callable[[str], None] | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """Evaluate `cfg.policy` built on the model at `cfg.ckpt` in the real simulator, task by task: success with
     95% CIs and latency per task, pooled and averaged. The result file (`eval_output`) is rewritten atomically
     after every task, so an interrupted evaluation continues with `resume=True`; each task's policy and reset
     seeds depend only on the task, so resumed == uninterrupted. Videos go to the result file's folder/report/.
-    `log` receives one line per finished task. Returns the result (with "out": the result file)."""
+    `log` receives one line per finished task; `progress`: a bar on stderr over the episodes of all tasks left.
+    Returns the result (with "out": the result file)."""
     from flexwm.config import check_device, to_dict, validate
     from flexwm.envs import check_env_name, embodiment_of, is_gym
     from flexwm.inference import load_run
     from flexwm.io import atomic_write_json, plain_json
+    from flexwm.metrics import above_bars, progress_bar
     from flexwm.planning import BUDGETS, POLICIES, make_policy, policy_config
 
     if cfg.budget != "auto" and cfg.budget not in BUDGETS:
@@ -298,13 +305,15 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         atomic_write_json(out, plain_json(result))
         return result
 
-    for task in cfg.tasks:
-        if task in per_task:
-            continue
+    todo = [t for t in cfg.tasks if t not in per_task]
+    bar = progress_bar(len(todo) * cfg.episodes, f"eval {cfg.policy}", enabled=progress and bool(todo), unit="ep")
+    for task in todo:
+        bar.set_description(f"eval {cfg.policy} {task}")
         pol = make_policy(cfg.policy, wm, cfg.policy_overrides or None, bc_model=bc_model, budget=budget)
         r = evaluate_policy(pol, cfg.env, task, cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps,
                             instruction_split=cfg.instructions, record_video=cfg.videos, image_size=image_size,
-                            instructions=None if given is None else given[task], env_options=cfg.env_options)
+                            instructions=None if given is None else given[task], env_options=cfg.env_options,
+                            on_episode=lambda _: bar.update(1))
         recorded = r.pop("videos", None)
         if recorded:
             from flexwm.evaluation.videos import save_eval_videos
@@ -313,8 +322,10 @@ def evaluate_run(cfg: EvalConfig, out: str | Path | None = None, *, resume: bool
         per_task[task] = plain_json(r)
         s = r["summary"]
         if log:
-            log(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
-                f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan"
-                + (f"  mean max coverage {r['mean_max_coverage']:.1%}" if "mean_max_coverage" in r else ""))
+            with above_bars():
+                log(f"{task:28s} {s['successes']:3d}/{s['episodes']:<3d} {s['rate']:.0%}  CI95 "
+                    f"[{s['ci95'][0]:.0%}, {s['ci95'][1]:.0%}]  {r['latency']['mean_s'] or 0:.3f} s/plan"
+                    + (f"  mean max coverage {r['mean_max_coverage']:.1%}" if "mean_max_coverage" in r else ""))
         write(False)
+    bar.close()
     return {**write(True), "out": str(out)}

@@ -140,9 +140,9 @@ def build_latent_cache(dataset: Any, tokenizer: Any, cache_dir: str | Path, *, b
     starts = list(range(0, n_eps, episodes_per_shard))
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flexwm.metrics import progress_bar
 
-        bar = tqdm(total=n_eps, desc="latents", leave=False)
+        bar = progress_bar(n_eps, "latents", unit="ep", leave=False)
     was_training = getattr(tokenizer, "training", False)
     tokenizer.eval()
     shards, episodes = [], []

@@ -407,9 +407,9 @@ def train_tokenizer(frames: Any, cfg: TokenizerConfig | str, *, steps: int = 200
     data_t = torch.from_numpy(data)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flexwm.metrics import progress_bar
 
-        bar = tqdm(total=steps, desc="tokenizer", leave=False)
+        bar = progress_bar(steps, "tokenizer", leave=False)
     t0, step, history = time.perf_counter(), 0, []
     while step < steps:
         elapsed = time.perf_counter() - t0

@@ -155,12 +155,13 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
              steps: int = 2000, batch_size: int = 64, lr: float = 3e-4, weight_decay: float = 1e-4,
              paraphrase_prob: float = 0.5, augment: int = 4, seed: int = 0, device: str | torch.device = "cpu",
              progress: bool = False, use_proprio: bool = True,
-             on_step: Any = None) -> tuple[BCModel, dict[str, Any]]:
+             on_step: Any = None, tensorboard: Any = None, log_every: int = 10) -> tuple[BCModel, dict[str, Any]]:
     """Fit a BC model to the success episodes of `data` (a FlexDataset, its path, or a list of Episodes;
     `episodes` picks dataset indices, e.g. the world model's training split). Image size, action and proprio
     dims come from the data; `use_proprio=False` gives an image-and-instruction-only policy (one that can act
     on imagined frames, which carry no proprioception). `on_step(step, model)` is called after every optimizer
-    step (1-based), e.g. to save snapshots of graded quality. Returns (model in eval mode,
+    step (1-based), e.g. to save snapshots of graded quality. `tensorboard` (a flexwm.metrics.TensorBoardLog)
+    receives the mean loss of every `log_every` steps and the learning rate. Returns (model in eval mode,
     {"losses": per-step MSE, "samples", "parameters"})."""
     cfg = preset(cfg) if isinstance(cfg, str) else cfg
     eps = _success_episodes(data, episodes)
@@ -205,9 +206,9 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
     losses, N = [], len(frames_t)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from flexwm.metrics import progress_bar
 
-        bar = tqdm(total=steps, desc="bc", leave=False)
+        bar = progress_bar(steps, "train-bc", unit="step")
     for step in range(1, steps + 1):
         i = torch.randint(0, N, (batch_size,), generator=gen)
         x = frames_t[i].permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -227,6 +228,9 @@ def train_bc(data: Any, cfg: BCConfig | str = "cpu", *, text_encoder: Any = None
         losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step, model)
+        if tensorboard is not None and (step % log_every == 0 or step == steps):
+            recent = losses[-(step - 1) % log_every - 1:]
+            tensorboard.log(step, loss=sum(recent) / len(recent), lr=lr)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -267,18 +271,24 @@ class BCPlanner(Planner):
 def train_bc_run(data: str | Path, out: str | Path, preset_name: str = "cpu", *, steps: int = 4000,
                  batch_size: int = 32, lr: float = 3e-4, heldout_every: int = 10, max_demos: int | None = None,
                  seed: int = 0, use_proprio: bool = True, save_at: Sequence[int] = (), device: str = "cpu",
-                 progress: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+                 progress: bool = False, command: list[str] | None = None,
+                 tensorboard: bool | str | Path | None = None) -> dict[str, Any]:
     """`flexwm train-bc`: fit the BC baseline on the success episodes of dataset `data` (every `heldout_every`-th
     episode skipped, as `flexwm train` holds them out; 0: use all; only the first `max_demos` if given) and save
-    it to `out` with OUT/train_info.json, plus OUT/step-N snapshots at the steps in `save_at`. Returns a summary."""
+    it to `out` with OUT/train_info.json, plus OUT/step-N snapshots at the steps in `save_at`. `tensorboard` (off
+    by default): the loss curve as TensorBoard event files in OUT/tensorboard/ (True) or the given directory.
+    Returns a summary."""
     import time
 
     from flexwm.config import check_device
     from flexwm.data import FlexDataset
     from flexwm.io import atomic_write_json
+    from flexwm.metrics import check_tensorboard, tensorboard_log
 
     out = Path(out)
     check_device(device)
+    if tensorboard not in (None, False):
+        check_tensorboard()
     if (out / "model.safetensors").exists():
         raise ConfigError(f"{out} already holds a BC model; choose another --out or remove it")
     snapshots = sorted({int(k) for k in save_at})
@@ -297,9 +307,14 @@ def train_bc_run(data: str | Path, out: str | Path, preset_name: str = "cpu", *,
             model.train()
 
     start = time.perf_counter()
-    model, info = train_bc(ds, preset_name, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           device=device, progress=progress, use_proprio=use_proprio,
-                           on_step=on_step if snapshots else None)
+    tb = tensorboard_log(tensorboard, out)
+    try:
+        model, info = train_bc(ds, preset_name, episodes=idx, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                               device=device, progress=progress, use_proprio=use_proprio,
+                               on_step=on_step if snapshots else None, tensorboard=tb)
+    finally:
+        if tb is not None:
+            tb.close()
     model.save_pretrained(out)
     losses = info.pop("losses")
     first, last = losses[:50], losses[-50:]

@@ -28,8 +28,8 @@ proprioception, so the policy must be a BC model trained without it (`train_bc(.
 from __future__ import annotations
 
 import copy
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
+from flexwm.metrics import progress_bar, progress_note
 from flexwm.models.interface import WorldModel
 
 
@@ -112,14 +113,15 @@ def weighted_regression(model: torch.nn.Module, opt: torch.optim.Optimizer, pred
 
 def iteration_row(it: int, R: np.ndarray, w: torch.Tensor, native_steps: int, losses: list[float], t0: float,
                   tag: str | None) -> dict[str, Any]:
-    """One iteration's log entry (returns, weighted decisions, steps, loss, time); printed when `tag` is given."""
+    """One iteration's log entry (returns, weighted decisions, steps, loss, time); a line on stderr when `tag` is
+    given."""
     used = int((w > 0).sum())
     row = {"iteration": it, "mean_return": float(R.mean()), "max_return": float(R.max()), "rollouts": int(R.size),
            "decisions": int(len(w)), "weighted_decisions": used, "native_steps": int(native_steps),
            "loss": float(np.mean(losses)) if losses else None, "wall_s": time.perf_counter() - t0}
     if tag:
-        print(f"[{tag}] iteration {it}: mean return {row['mean_return']:.3f}, {used}/{len(w)} decisions weighted, "
-              f"{row['wall_s']:.0f} s", file=sys.stderr, flush=True)
+        progress_note(f"[{tag}] iteration {it}: mean return {row['mean_return']:.3f}, {used}/{len(w)} decisions "
+                      f"weighted, {row['wall_s']:.0f} s")
     return row
 
 
@@ -233,13 +235,15 @@ def dataset_start_frames(dataset: Any, episodes: list[int], n: int, rng: np.rand
 def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: WorldModel | None = None,
                env_name: str = "metaworld", env: Any = None, instruction: str | None = None,
                text_encoder: Any = None, progress: bool = False, dataset: Any = None,
-               episodes: list[int] | None = None, env_options: Any = None) -> tuple[Any, dict[str, Any]]:
+               episodes: list[int] | None = None, env_options: Any = None,
+               on_iteration: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of `bc` on `task` by RL in the world model `wm` (or in the real simulator when `wm`
     is None). The simulator (`env`, else make_env(env_name, task, env_options=)) gives the start states, and the
     rollouts
     when `wm` is None. With `cfg.start == "dataset"` the imagined rollouts are short branches from real frames
-    of `episodes` of `dataset` (`branch_rollouts`) and no simulator is used. Returns (the improved model, a log:
-    per-iteration mean return, used decisions, time)."""
+    of `episodes` of `dataset` (`branch_rollouts`) and no simulator is used. `progress`: a bar over the iterations
+    and one line per iteration on stderr; `on_iteration(row)` receives each iteration's log entry. Returns (the
+    improved model, a log: per-iteration mean return, used decisions, time)."""
     from flexwm.envs import make_env, task_instruction
     from flexwm.errors import EnvError
 
@@ -291,6 +295,8 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
         return cfg.anchor * (pred - ref).pow(2).mean()
 
     log: list[dict[str, Any]] = []
+    backend = "imagined" if wm is not None else "real"
+    bar = progress_bar(cfg.iterations, f"improve {task} {backend}", enabled=progress, unit="iter")
     try:
         for it in range(cfg.iterations):
             t0 = time.perf_counter()
@@ -308,9 +314,13 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
                                          torch.from_numpy(data["actions"]).float(), w, updates=cfg.updates,
                                          batch_size=cfg.batch_size, gen=gen, extra=anchor_loss if cfg.anchor else None)
             log.append(iteration_row(it, R, w, len(w) * execute * (cfg.branch if branched else 1), losses, t0,
-                                     f"improve {task} {'imagined' if wm is not None else 'real'}"
-                                     if progress else None))
+                                     f"improve {task} {backend}" if progress else None))
+            bar.update(1)
+            bar.set_postfix(mean_return=f"{log[-1]['mean_return']:.3f}")
+            if on_iteration is not None:
+                on_iteration(log[-1])
     finally:
+        bar.close()
         if own_env:
             env.close()
     return model.eval(), {"config": to_dict(cfg), "backend": "imagination" if wm is not None else "real",
@@ -322,17 +332,22 @@ def improve_bc(bc: Any, task: str, cfg: ImproveConfig | None = None, *, wm: Worl
 def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig | None = None, *,
                 ckpt: str | Path | None = None, real: bool = False, env_name: str = "metaworld", flow_steps: int = 4,
                 data: str | Path | None = None, device: str = "cpu", progress: bool = False,
-                command: list[str] | None = None, env_options: Any = None) -> dict[str, Any]:
+                command: list[str] | None = None, env_options: Any = None,
+                tensorboard: bool | str | Path | None = None) -> dict[str, Any]:
     """`flexwm improve`: improve the BC model in folder `bc` on `task` by RL in the world model at `ckpt` (or in
     the real simulator with `real`), and write the improved model and OUT/improve_log.json to `out`. With
     `cfg.start == "dataset"`, imagined branches start from frames of `data`'s episodes of the task (the run's
-    held-out episodes excluded). Returns the log."""
+    held-out episodes excluded). `tensorboard` (off by default): each iteration's returns, weighted decisions and
+    loss as TensorBoard event files in OUT/tensorboard/ (True) or the given directory. Returns the log."""
 
     from flexwm.config import check_device
     from flexwm.io import atomic_write_json, plain_json
+    from flexwm.metrics import check_tensorboard, tensorboard_log
     from flexwm.planning import BCModel
 
     check_device(device)
+    if tensorboard not in (None, False):
+        check_tensorboard()
     cfg = cfg or ImproveConfig()
     out = Path(out)
     if (ckpt is None) == (not real):
@@ -362,8 +377,14 @@ def improve_run(bc: str | Path, task: str, out: str | Path, cfg: ImproveConfig |
                                           and i not in held]}
         if not kw["episodes"]:
             raise ConfigError(f"{data} has no episodes of task {task!r} to branch from")
-    model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress, env_options=env_options,
-                            **kw)
+    tb = tensorboard_log(tensorboard, out)
+    try:
+        model, log = improve_bc(policy, task, cfg, wm=wm, env_name=env_name, progress=progress,
+                                env_options=env_options, **kw,
+                                on_iteration=None if tb is None else lambda row: tb.log(row["iteration"], **row))
+    finally:
+        if tb is not None:
+            tb.close()
     model.save_pretrained(out)
     log = {**log, "bc": str(bc), "ckpt": None if ckpt is None else str(ckpt), "command": " ".join(command or [])}
     atomic_write_json(out / "improve_log.json", plain_json(log))

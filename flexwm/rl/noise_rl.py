@@ -36,6 +36,7 @@ import torch
 
 from flexwm.config import field, to_dict, validate
 from flexwm.errors import ConfigError
+from flexwm.metrics import progress_bar
 from flexwm.models.interface import WorldModel
 from flexwm.planning.base import check_action_dim, to_numpy
 from flexwm.planning.steered import NoisePolicy, make_noise_policy, steered_actions, steered_wam_policy
@@ -118,9 +119,12 @@ def _real_rollouts(wm: WorldModel, pol: NoisePolicy, env: Any, seeds: list[int],
 
 def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, imagine: bool = True,
               env_name: str = "metaworld", env: Any = None, policy: NoisePolicy | None = None,
-              progress: bool = False, env_options: Any = None) -> tuple[NoisePolicy, dict[str, Any]]:
+              progress: bool = False, env_options: Any = None,
+              on_iteration: Any = None) -> tuple[NoisePolicy, dict[str, Any]]:
     """Learn a noise policy for the WAM of `wm` on `task`, in imagination (`imagine=True`) or in the real
-    simulator. Returns (the noise policy, a log: per-iteration mean return, decisions, time)."""
+    simulator. `progress`: a bar over the iterations and one line per iteration on stderr; `on_iteration(row)`
+    receives each iteration's log entry. Returns (the noise policy, a log: per-iteration mean return, decisions,
+    time)."""
     import copy
 
     from flexwm.envs import make_env
@@ -138,6 +142,8 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
                        env_options=env_options)
     check_action_dim(env.action_space.shape[0], wm.action_dim, f"{env_name}/{task}", "the world model")
     log: list[dict[str, Any]] = []
+    backend = "imagined" if imagine else "real"
+    bar = progress_bar(cfg.iterations, f"steer-wam {task} {backend}", enabled=progress, unit="iter")
     try:
         for it in range(cfg.iterations):
             t0 = time.perf_counter()
@@ -152,8 +158,13 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
             losses = weighted_regression(pol, opt, pol, data["context"], data["noise"].float(), w,
                                          updates=cfg.updates, batch_size=cfg.batch_size, gen=gen)
             log.append(iteration_row(it, R, w, len(w) * execute, losses, t0,
-                                     f"steer-wam {task} {'imagined' if imagine else 'real'}" if progress else None))
+                                     f"steer-wam {task} {backend}" if progress else None))
+            bar.update(1)
+            bar.set_postfix(mean_return=f"{log[-1]['mean_return']:.3f}")
+            if on_iteration is not None:
+                on_iteration(log[-1])
     finally:
+        bar.close()
         if own_env:
             env.close()
     return pol.eval(), {"config": to_dict(cfg), "backend": "imagination" if imagine else "real", "task": task,
@@ -164,21 +175,32 @@ def steer_wam(wm: WorldModel, task: str, cfg: NoiseRLConfig | None = None, *, im
 def steer_wam_run(ckpt: str | Path, task: str, out: str | Path, cfg: NoiseRLConfig | None = None, *,
                   real: bool = False, env_name: str = "metaworld", flow_steps: int = 4, device: str = "cpu",
                   progress: bool = False, command: list[str] | None = None,
-                  env_options: Any = None) -> dict[str, Any]:
+                  env_options: Any = None, tensorboard: bool | str | Path | None = None) -> dict[str, Any]:
     """`flexwm steer-wam`: learn a noise policy for the WAM of the model at `ckpt` on `task` (in imagination, or
-    in the real simulator with `real`) and save it to `out` with its log. Returns the log."""
+    in the real simulator with `real`) and save it to `out` with its log. `tensorboard` (off by default): each
+    iteration's returns and loss as TensorBoard event files in OUT/tensorboard/ (True) or the given directory.
+    Returns the log."""
 
     from flexwm.config import check_device
     from flexwm.envs import embodiment_of
     from flexwm.inference import load_run
     from flexwm.io import plain_json
+    from flexwm.metrics import check_tensorboard, tensorboard_log
 
     check_device(device)
+    if tensorboard not in (None, False):
+        check_tensorboard()
     out = Path(out)
     if (out / "model.safetensors").exists():
         raise ConfigError(f"{out} already holds a noise policy; choose another --out or remove it")
     wm = load_run(ckpt, steps=flow_steps, device=device, prefer_embodiment=embodiment_of(env_name))
-    pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress,
-                         env_options=env_options)
+    tb = tensorboard_log(tensorboard, out)
+    try:
+        pol, log = steer_wam(wm, task, cfg or NoiseRLConfig(), imagine=not real, env_name=env_name, progress=progress,
+                             env_options=env_options,
+                             on_iteration=None if tb is None else lambda row: tb.log(row["iteration"], **row))
+    finally:
+        if tb is not None:
+            tb.close()
     pol.save_pretrained(out, plain_json({"log": log, "run": str(ckpt), "command": " ".join(command or [])}))
     return log

@@ -23,7 +23,7 @@ from torch import nn
 
 from flexwm.config import field
 from flexwm.errors import FlexWMError
-from flexwm.metrics import MetricsLogger
+from flexwm.metrics import MetricsLogger, progress_bar
 from flexwm.runs import find_latest
 from flexwm.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 
@@ -208,11 +208,8 @@ class Trainer:
         """Train to ``cfg.steps`` (or stop early at step ``until``, checkpointing there). Returns the losses."""
         end = self.cfg.steps if until is None else min(until, self.cfg.steps)
         losses: list[float] = []
-        bar = None
-        if self.progress and self.rank == 0 and self.step < end:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = progress_bar(self.cfg.steps, "train", enabled=self.progress and self.rank == 0 and self.step < end,
+                           unit="step", initial=self.step)
         t0 = time.perf_counter()
         while self.step < end:
             loss, metrics = self.train_step()
@@ -226,9 +223,7 @@ class Trainer:
                 on_step(self.step, loss, metrics)
             if self.step % self.cfg.ckpt_every == 0 or self.step == end:
                 self.save()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}")
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.close()
         return losses

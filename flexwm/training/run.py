@@ -13,6 +13,8 @@ can rebuild the exact model, tokenizer and text encoder:
     RUN/split.json             held-out episodes per dataset (never trained on)
     RUN/checkpoints/step-*/    world-model checkpoints (config.json there is this run config)
     RUN/metrics.jsonl          training curves
+    RUN/tensorboard/           the same curves (and the tokenizer's under tokenizer/) as TensorBoard event files,
+                               only when asked for (`flexwm train --tensorboard`)
     RUN/summary.json           written when the last step is reached: step, wall time, final losses
 """
 
@@ -31,7 +33,7 @@ import torch
 from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.io import atomic_write_json
-from flexwm.metrics import MetricsLogger, truncate_metrics
+from flexwm.metrics import MetricsLogger, TensorBoardLog, check_tensorboard, truncate_metrics
 from flexwm.models import flow
 from flexwm.models import text as text_mod
 from flexwm.models import tokenizer as tok_mod
@@ -194,7 +196,8 @@ def resolve_tokenizer(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, tokenizer_path=str(found))
 
 
-def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepared, Any, Any]:
+def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
+            tokenizer_log: TensorBoardLog | None = None) -> tuple[Prepared, Any, Any]:
     from flexwm.data import FlexDataset
     from flexwm.models.latent_cache import build_latent_cache
 
@@ -226,7 +229,10 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True) -> tuple[Prepa
         episodes = [ds.load_episode(i).frames for ds, (tr, _) in zip(datasets, splits) for i in tr]
         tokenizer, _ = tok_mod.train_tokenizer(np.concatenate(episodes), cfg.tokenizer, steps=cfg.tokenizer_steps,
                                                batch_size=cfg.tokenizer_batch, device=cfg.device, seed=cfg.seed,
-                                               max_seconds=cfg.tokenizer_max_seconds, progress=progress)
+                                               max_seconds=cfg.tokenizer_max_seconds, progress=progress,
+                                               log_fn=None if tokenizer_log is None else
+                                               lambda r: tokenizer_log.log(r["step"], "tokenizer/", **{
+                                                   k: v for k, v in r.items() if k != "step"}))
         tokenizer.save_pretrained(tok_dir)
     tokenizer = tokenizer.to(cfg.device).eval()
     lat_root = Path(cfg.latent_dir) if cfg.latent_dir else run_dir / "latents"
@@ -481,13 +487,18 @@ def check_resume_config(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
-                      until: int | None = None, command: list[str] | None = None) -> Path:
+                      until: int | None = None, command: list[str] | None = None,
+                      tensorboard: bool | str | Path | None = None) -> Path:
     """Run (or resume) a training run. Returns the final checkpoint directory. `command` (argv) is appended to
-    RUN/command.json so the report can show how the run was made."""
+    RUN/command.json so the report can show how the run was made. `tensorboard` (off by default): also write the
+    logged curves as TensorBoard event files, to RUN/tensorboard/ (True) or to the given directory; the
+    tokenizer's curves go to its tokenizer/ subfolder when this run trains the tokenizer."""
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.glob("checkpoints/step-*")) and not resume:
         raise ConfigError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
     check_run_devices(cfg)
+    if tensorboard not in (None, False):
+        check_tensorboard()
     run_dir.mkdir(parents=True, exist_ok=True)
     rank, world, _ = ddp_setup(cfg.train.device)
     if command is not None and rank == 0:
@@ -497,7 +508,16 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     if world > 1 and rank != 0:
         torch.distributed.barrier()  # rank 0 trains the tokenizer and writes the caches; the others then load them
     cfg = resolve_tokenizer(cfg)
-    prep, _, _ = prepare(cfg, run_dir, progress=progress and rank == 0)
+    tb_dir = None if tensorboard in (None, False) or rank != 0 else (
+        run_dir / "tensorboard" if tensorboard is True else Path(tensorboard))
+    tok_log = None
+    if tb_dir is not None and not cfg.tokenizer_path and not (run_dir / "tokenizer" / "model.safetensors").exists():
+        tok_log = TensorBoardLog(tb_dir / "tokenizer")
+    try:
+        prep, _, _ = prepare(cfg, run_dir, progress=progress and rank == 0, tokenizer_log=tok_log)
+    finally:
+        if tok_log is not None:
+            tok_log.close()
     if world > 1 and rank == 0:
         torch.distributed.barrier()
     model, cfg = build_model(cfg, prep)
@@ -513,7 +533,10 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     if rank == 0:  # rows logged after the checkpoint we resume from are logged again by this run
         truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
     start, first_step = time.perf_counter(), trainer.step
-    with MetricsLogger(run_dir / "metrics.jsonl") as logger:
+    # steps after the checkpoint we resume from are logged again: TensorBoard drops what an earlier process
+    # logged there, as truncate_metrics does for metrics.jsonl
+    tb = TensorBoardLog(tb_dir, purge_step=trainer.step + 1) if tb_dir is not None else None
+    with MetricsLogger(run_dir / "metrics.jsonl", tensorboard=tb) as logger:
         trainer.fit(logger, until=until)
     if rank == 0 and trainer.step >= cfg.train.steps:
         write_summary(run_dir, trainer.step, time.perf_counter() - start, trainer.step - first_step)

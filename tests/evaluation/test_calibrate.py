@@ -1,12 +1,15 @@
 """Imagined-success calibration on the toy line world, whose model is exact except for a biased success head."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from flexwm.data.episode import Episode, EpisodeMeta
 from flexwm.errors import ConfigError
-from flexwm.evaluation.calibrate import auc, best_threshold, calibrate_imagined_success
+from flexwm.evaluation.calibrate import auc, best_threshold, calibrate_imagined_success, replay_steps
 from flexwm.rl.toy import LineEnv, LineWorldModel
+from tests.helpers.tracking import on_a_terminal
 
 
 def episode(speed: float, seed: int) -> Episode:
@@ -51,3 +54,21 @@ def test_threshold_and_auc_helpers() -> None:
     assert 0.7 < t < 0.8 and acc == 1.0
     with pytest.raises(ConfigError, match="both successes and failures"):
         best_threshold([0.2, 0.3], [True, True])
+
+
+def test_progress_bar_counts_the_imagined_steps_and_changes_nothing(monkeypatch) -> None:
+    eps = [episode(speed, seed) for seed, speed in enumerate(np.linspace(-1.0, 1.0, 6))]
+    wm = LineWorldModel(goal=0.3, sharpness=20.0)
+    quiet = calibrate_imagined_success(wm, eps, batch=4)
+    term = on_a_terminal(monkeypatch)
+    shown = calibrate_imagined_success(wm, eps, batch=4, progress=True)
+    steps = replay_steps(wm, eps, batch=4)
+    assert steps == 2 * (20 // int(wm.frame_stride)) and f"{steps}/{steps}" in term.getvalue()
+    assert quiet == shown
+
+
+def test_episodes_of_another_action_space_are_a_clear_error() -> None:
+    eps = [episode(0.5, 0)]
+    eps[0] = dataclasses.replace(eps[0], actions=eps[0].actions[:, :3])
+    with pytest.raises(ConfigError, match=r"episodes have 3-d actions but the world model expects 4-d"):
+        calibrate_imagined_success(LineWorldModel(), eps)

@@ -8,6 +8,7 @@ from flexwm.errors import ConfigError, EnvError
 from flexwm.evaluation.policy_eval import compare, evaluate_suite, load_suite, parse_suite
 from flexwm.rl.toy import LineEnv, LineWorldModel
 from tests.helpers.tiny_world_model import make_tiny_wm
+from tests.helpers.tracking import on_a_terminal
 
 SUITE = [{"name": "expert", "kind": "expert"}, {"name": "noisy-1.5", "kind": "noisy", "noise": 1.5},
          {"name": "random", "kind": "random"}]
@@ -71,3 +72,17 @@ def test_image_policies_run_closed_loop_in_the_tiny_model():
         evaluate_suite(suite, wm, env=LineEnv(image_size=(32, 32)), episodes=1)
     with pytest.raises(EnvError, match="2-d actions but the world model"):
         evaluate_suite(suite, wm, env=LineEnv(action_dim=2), episodes=1)
+
+
+def test_progress_bar_counts_every_episode_and_frame_and_changes_nothing(monkeypatch):
+    torch.set_num_threads(1)
+    quiet = evaluate_suite(SUITE, LineWorldModel(), env=LineEnv(max_episode_steps=10), episodes=3, seed=0)
+    term = on_a_terminal(monkeypatch)
+    shown = evaluate_suite(SUITE, LineWorldModel(), env=LineEnv(max_episode_steps=10), episodes=3, seed=0,
+                           progress=True)
+    total = 3 * (3 + shown["imagined_frames"])  # 3 policies x (3 real episodes + the imagined frames)
+    assert f"{total}/{total}" in term.getvalue()
+    for r in (quiet, shown):  # what policy_eval.json holds, timings aside
+        for p in r["policies"]:
+            p.pop("seconds")
+    assert quiet == shown

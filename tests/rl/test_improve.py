@@ -12,6 +12,7 @@ from flexwm.planning.bc import BCModel
 from flexwm.planning.bc import preset as bc_preset
 from flexwm.rl.improve import ImproveConfig, improve_bc, rollouts
 from flexwm.rl.toy import LineEnv, LineWorldModel
+from tests.helpers.tracking import on_a_terminal
 
 
 def slow_bc(speed: float = -0.8, proprio_dim: int = 0) -> BCModel:
@@ -74,6 +75,27 @@ def test_real_backend_runs_and_counts_steps(text):
     assert all(r["rollouts"] == 4 for r in log["iterations"])
     assert log["native_steps"] == sum(r["native_steps"] for r in log["iterations"]) > 0
     assert np.isfinite(log["wall_s"])
+
+
+def test_progress_bar_and_iteration_log_leave_the_result_unchanged(monkeypatch):
+    """A bar on a terminal and the per-iteration callback (TensorBoard's feed) only observe: same policy, same log."""
+    cfg = ImproveConfig(iterations=2, starts=2, samples=2, noise=0.5, max_steps=8, updates=4, batch_size=8, seed=3)
+
+    def run(**kw):
+        return improve_bc(slow_bc(), "reach", cfg, wm=LineWorldModel(), env=LineEnv(max_episode_steps=8),
+                          instruction="reach the goal", text_encoder=make_text_encoder("hash"), **kw)
+
+    quiet_model, quiet = run()
+    term = on_a_terminal(monkeypatch)
+    rows = []
+    model, log = run(progress=True, on_iteration=rows.append)
+    drawn = term.getvalue()
+    assert "improve reach imagined" in drawn and "2/2" in drawn and "iteration 1: mean return" in drawn
+    assert rows == log["iterations"]
+    strip = lambda it: [{k: v for k, v in r.items() if k != "wall_s"} for r in it]  # noqa: E731
+    assert strip(log["iterations"]) == strip(quiet["iterations"])
+    for a, b in zip(quiet_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_bad_input():

@@ -10,6 +10,7 @@ from flexwm.data import DatasetWriter
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.training.run import make_batch_fn, prepare, preset, train_world_model
 from tests.helpers.toy_training_data import toy_episode, write_toy_dataset
+from tests.helpers.tracking import read_scalars
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,36 @@ def test_train_resume_matches_uninterrupted(dataset, tmp_path):
     la = [r["loss"] for r in map(json.loads, (tmp_path / "a" / "metrics.jsonl").read_text().splitlines())]
     lb = [r["loss"] for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").read_text().splitlines())]
     assert la == lb and len(la) == 6
+    assert not (tmp_path / "a" / "tensorboard").exists()  # TensorBoard logging is opt-in
     from flexwm.models.world_model import FlexWorldModel
 
     model = FlexWorldModel.from_pretrained(full.parent.parent)  # a run directory loads its latest checkpoint
     assert "toy" in model.cfg.embodiments
+
+
+def test_tensorboard_option_writes_the_logged_curves(dataset, tmp_path):
+    """--tensorboard: every number of metrics.jsonl as a scalar at the same step (a run resumed after it logged
+    past its last checkpoint has no step twice), and the tokenizer's curves in tokenizer/."""
+    import shutil
+
+    pytest.importorskip("tensorboard")
+    cfg = _cfg(dataset, tokenizer_steps=10, train={"steps": 10, "log_every": 5, "ckpt_every": 5})
+    train_world_model(cfg, tmp_path / "r", progress=False, tensorboard=True)
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step-00000010")  # as if killed after logging step 10
+    train_world_model(cfg, tmp_path / "r", progress=False, resume=True, tensorboard=True)
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    scalars = read_scalars(tmp_path / "r" / "tensorboard")
+    assert {"loss", "loss_video", "loss_action", "loss_success", "lr", "grad_norm", "samples_per_s"} <= set(scalars)
+    assert set(scalars) == {k for k in rows[0] if k not in ("step", "time")}
+    assert [s for s, _ in scalars["loss"]] == [r["step"] for r in rows] == [5, 10]
+    assert [v for _, v in scalars["loss"]] == pytest.approx([r["loss"] for r in rows])
+    assert [v for _, v in scalars["lr"]] == pytest.approx([r["lr"] for r in rows])
+    tok = read_scalars(tmp_path / "r" / "tensorboard" / "tokenizer")
+    assert {"tokenizer/loss", "tokenizer/mse", "tokenizer/lr"} <= set(tok) and tok["tokenizer/mse"][-1][0] == 10
+    # another directory
+    train_world_model(cfg, tmp_path / "s", progress=False, tensorboard=tmp_path / "tb")
+    assert [s for s, _ in read_scalars(tmp_path / "tb")["loss"]] == [5, 10]
+    assert not (tmp_path / "s" / "tensorboard").exists()
 
 
 def test_refuses_to_overwrite_and_rejects_bad_input(dataset, tmp_path):
@@ -81,13 +108,15 @@ def test_load_run_gives_a_working_world_model(dataset, tmp_path):
         load_run(tmp_path / "r", embodiment="sawyer")
 
 
-def _write(root, outcomes, embodiment="toy", action_dim=2):
-    with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=2, state_dim=2,
+def _write(root, outcomes, embodiment="toy", action_dim=2, proprio_dim=2):
+    with DatasetWriter(root, fps=10, image_size=32, action_dim=action_dim, proprio_dim=proprio_dim, state_dim=2,
                        embodiment=embodiment) as w:
         for i, outcome in enumerate(outcomes):
             ep = toy_episode(100 + i, outcome)
             if action_dim != 2:
                 ep.actions = np.concatenate([ep.actions, np.zeros((len(ep.actions), action_dim - 2), np.float32)], 1)
+            if proprio_dim != 2:
+                ep.proprio = np.concatenate([ep.proprio, np.zeros((len(ep.proprio), proprio_dim - 2), np.float32)], 1)
             ep.meta.embodiment = embodiment
             w.add(ep)
     return root
@@ -138,5 +167,8 @@ def test_init_from_with_other_action_space_is_refused(dataset, tmp_path):
     wrong = _write(tmp_path / "toy3", ["success", "play"], embodiment="toy", action_dim=3)
     with pytest.raises(DatasetError, match=r"embodiment 'toy' has .*'action_dim': 3.* checkpoint .*'action_dim': 2"):
         train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft", progress=False)
+    wrong = _write(tmp_path / "toy-p4", ["success", "play"], embodiment="toy", proprio_dim=4)  # proprio too
+    with pytest.raises(DatasetError, match=r"embodiment 'toy' has .*'proprio_dim': 4.* checkpoint .*'proprio_dim': 2"):
+        train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft-p", progress=False)
     with pytest.raises(ConfigError, match="needs init_from"):
         train_world_model(_cfg(dataset, finetune="adapters"), tmp_path / "x", progress=False)
