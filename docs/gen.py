@@ -297,8 +297,7 @@ def page_headline(R: Results) -> str:
     latest = []
     if R.exists("headline_cpu.json"):
         _, _, setup = headline_rows(R)
-        comp = ", ".join(f"{k} {v}" for k, v in setup["compute"].items())
-        latest = [f"## Latest run\n\nCompute: {comp or 'not recorded'}; commit {setup['commit']}.",
+        latest = [f"## Latest run\n\nCommit {setup['commit']}; the same reset seeds for every model.",
                   headline_table(R, depth=2), *headline_details(R("headline_cpu.json")),
                   "```bash\n" + _wrap(setup["command"]) + "\n```"]
         if R.exists("recipe_sweep_cpu.json"):
@@ -370,7 +369,7 @@ def headline_details(d: dict) -> list[str]:
                    "per frame) on held-out episodes given their real actions, lower is better; windows per outcome: "
                    + ", ".join(f"{o} {n[o]}" for o in outcomes) + ":")
         out.append(table(["model"] + outcomes, rows))
-    comp = d.get("compute") or {}
+    comp = {k: v for k, v in (d.get("compute") or {}).items() if isinstance(v, dict) and "flops" in v}
     if comp:
         out.append("Training compute (samples seen x forward + backward FLOPs per sample, counted by "
                    "`benchmarks/compute.py`; the world models include training their shared frame tokenizer and "

@@ -124,7 +124,10 @@ def test_headline_page_shows_headline_cpu_json_when_present(gen, tmp_path):
     rows = [{"model": "flexible", "policy": "wam", "env": "metaworld", "task": "door-open-v3", "episodes": 4,
              "successes": 1, "seconds_per_decision": 0.1}]
     (root / "benchmarks" / "results" / "headline_cpu.json").write_text(json.dumps(
-        {"rows": rows, "compute": {"cpus": 2}, "command": "python benchmarks/bench.py", "commit": "abc1234"}))
+        {"rows": rows, "compute": {"flexible": {"samples": 256000, "flops": 4.0e14}},
+         "command": "python benchmarks/bench.py", "commit": "abc1234"}))
     text = gen.page_headline(gen.Results(root))
-    assert "## Latest run" in text and "cpus 2" in text and "1/4" in text
+    assert "## Latest run" in text and "abc1234" in text and "1/4" in text
+    assert "| flexible | 256,000 | 400 | 1.00x |" in text  # the compute table
+    assert "| door-open-v3 | 1/4 |" in text  # the per-task table
     assert "[`headline_cpu.json`](../../benchmarks/results/headline_cpu.json)" in text
