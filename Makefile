@@ -73,7 +73,39 @@ bench-collect: install
 	$(VENV)/bin/python benchmarks/collect.py --out benchmarks/results/collect.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LEROBOT_VENV) .pytest_cache .ruff_cache
+
+# The live LeRobot round trip (manual, not part of `make test`): a separate environment with LeRobot's dataset
+# package (lerobot-dataset, = lerobot's datasets/) reusing flexwm's CPU torch through a .pth file (LeRobot pins
+# torch < 2.11) and a torchvision stub (benchmarks/lerobot_stub). Runs benchmarks/lerobot_roundtrip.py, has
+# LeRobot's writer write the fixtures afresh into runs/lerobot-fixtures and runs their flexwm tests on them.
+# `make lerobot-fixtures` rewrites the committed ones in tests/fixtures/.
+LEROBOT_VENV ?= .venv-lerobot
+LEROBOT_DATASET_VERSION := 0.4.4
+LRPY := $(LEROBOT_VENV)/bin/python
+LRSTAMP := $(LEROBOT_VENV)/.lerobot-installed
+
+.PHONY: lerobot-venv lerobot-roundtrip lerobot-fixtures
+lerobot-venv: $(LRSTAMP)
+
+$(LRSTAMP): $(STAMP)
+	test -x $(LRPY) || $(PYTHON) -m venv $(LEROBOT_VENV)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(LRPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz_flexwm.pth"
+	echo "$(CURDIR)/benchmarks/lerobot_stub" \
+	  > "$$($(LRPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/aa_stub.pth"
+	$(LRPY) -m pip install --quiet --upgrade pip
+	$(LRPY) -m pip install --quiet "lerobot-dataset==$(LEROBOT_DATASET_VERSION)"
+	touch $@
+
+lerobot-roundtrip: $(LRSTAMP)
+	PYTHONPATH=$(CURDIR) $(LRPY) benchmarks/lerobot_roundtrip.py runs/lerobot-roundtrip
+	$(LRPY) tests/fixtures/make_lerobot_fixtures.py runs/lerobot-fixtures
+	FLEXWM_LEROBOT_FIXTURES=$(CURDIR)/runs/lerobot-fixtures $(PY) -m pytest -q -p no:xdist \
+	  tests/data/test_data_lerobot_fixture.py
+
+lerobot-fixtures: $(LRSTAMP)
+	$(LRPY) tests/fixtures/make_lerobot_fixtures.py tests/fixtures
 
 # regenerate docs/cli.md, docs/results/*.md and README.md's headline table from the code and benchmarks/results/
 .PHONY: docs

@@ -1,14 +1,15 @@
 """Round trip between flexwm and LeRobot's own dataset code (lerobot-dataset 0.4.4 = lerobot 0.4.4's datasets/).
-Not part of the test suite (it needs LeRobot in a separate environment). Set-up used, CPU torch reused from
-flexwm's venv so nothing downloads CUDA torch:
+Not part of the test suite (it needs LeRobot in a separate environment): `make lerobot-roundtrip` builds that
+environment (.venv-lerobot) and runs this script. The set-up it makes, CPU torch reused from flexwm's venv so
+nothing downloads CUDA torch:
 
-    python -m venv /tmp/lrvenv
-    echo /path/to/flexwm/.venv/lib/python3.11/site-packages > /tmp/lrvenv/lib/python3.11/site-packages/zz_main.pth
-    /tmp/lrvenv/bin/pip install lerobot-dataset==0.4.4
+    python -m venv .venv-lerobot
+    echo /path/to/flexwm/.venv/lib/python3.11/site-packages > .venv-lerobot/lib/python3.11/site-packages/zz_flexwm.pth
     # a torchvision stub (torchvision's compiled ops do not load next to a CPU torch 2.13; only the names
-    # `torchvision.transforms.ToTensor` and `torchvision.set_video_backend` are imported): /tmp/lrstub
-    echo /tmp/lrstub > /tmp/lrvenv/lib/python3.11/site-packages/aa_stub.pth
-    PYTHONPATH=. /tmp/lrvenv/bin/python benchmarks/lerobot_roundtrip.py /tmp/lrrt/out
+    # `torchvision.transforms.ToTensor` and `torchvision.set_video_backend` are imported): benchmarks/lerobot_stub
+    echo $PWD/benchmarks/lerobot_stub > .venv-lerobot/lib/python3.11/site-packages/aa_stub.pth
+    .venv-lerobot/bin/pip install lerobot-dataset==0.4.4
+    PYTHONPATH=. .venv-lerobot/bin/python benchmarks/lerobot_roundtrip.py runs/lerobot-roundtrip
 
 Checks: (1) LeRobot opens a flexwm dataset: same actions, states, tasks and frames; stats for every policy
 feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature; and the same for
@@ -27,14 +28,12 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ledataset
 import ledataset.datasets.lerobot_dataset as lrd
 import ledataset.datasets.utils
 import ledataset.datasets.video_utils as vu
+import numpy as np
+import torch
 from ledataset.datasets.dataset_tools import delete_episodes
 from ledataset.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from ledataset.datasets.utils import dataset_to_policy_features
@@ -44,10 +43,9 @@ sys.modules.update(
     {"lerobot": ledataset, "lerobot.datasets": ledataset.datasets, "lerobot.datasets.utils": ledataset.datasets.utils}
 )
 
-from flexwm_data_synth import make_episode, write_episodes  # noqa: E402
-
 from flexwm.data import FlexDataset, dataset_info, verify  # noqa: E402
 from flexwm.data.pack import pack_dataset  # noqa: E402
+from tests.helpers.synth_data import make_episode, write_episodes  # noqa: E402
 
 
 def pyav_decode(video_path, timestamps, tolerance_s, backend=None):

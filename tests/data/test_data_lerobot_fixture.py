@@ -1,8 +1,10 @@
 """Datasets written by LeRobot's own writer (tests/fixtures/lerobot_v3_*, made by
 tests/fixtures/make_lerobot_fixtures.py with lerobot-dataset 0.4.4): flexwm's `data info`/`data verify`, its
-reader and a tiny `flexwm train` on them. The live round trip (LeRobot installed): `make lerobot-roundtrip`."""
+reader and a tiny `flexwm train` on them. The live round trip (LeRobot installed): `make lerobot-roundtrip`,
+which also runs these tests on datasets LeRobot writes afresh (FLEXWM_LEROBOT_FIXTURES names their folder)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from flexwm.cli import app
 from flexwm.data import FlexDataset, dataset_info, verify
 from tests.fixtures import make_lerobot_fixtures as fx
 
-FIXTURES = Path(fx.__file__).resolve().parent
+FIXTURES = Path(os.environ.get("FLEXWM_LEROBOT_FIXTURES") or Path(fx.__file__).resolve().parent)
 SO100, H264 = FIXTURES / "lerobot_v3_so100", FIXTURES / "lerobot_v3_h264"
 TOP, WRIST = fx.DATASETS["lerobot_v3_so100"]["cameras"]
 (FRONT,) = fx.DATASETS["lerobot_v3_h264"]["cameras"]
