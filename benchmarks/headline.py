@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--eval", action="append", required=True, help="MODEL:POLICY=FILE (repeat)")
     ap.add_argument("--compute", default=None, help="benchmarks/compute.py output")
     ap.add_argument("--ac-error", default=None, help="benchmarks/train.py ac-error output")
+    ap.add_argument("--setting", action="append", default=[],
+                    help="KEY=TEXT shown under the per-task table (how the models were trained and evaluated)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
@@ -63,7 +65,8 @@ def main() -> None:
             raise SystemExit(f"--eval {item!r}: expected MODEL:POLICY=FILE")
         rows += rows_of(model, policy, json.loads(Path(path).read_text()))
     check_paired(rows)
-    out: dict[str, Any] = {"rows": rows, "compute": {}, "sources": args.eval}
+    out: dict[str, Any] = {"rows": rows, "compute": {}, "sources": args.eval,
+                           "settings": dict(item.partition("=")[::2] for item in args.setting)}
     if args.compute:
         out["compute"] = {k: {"samples": v["samples"], "flops": v["flops"]}
                           for k, v in json.loads(Path(args.compute).read_text())["compute"].items()}
