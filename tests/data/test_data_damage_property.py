@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from flexwm.data import FlexDataset
 from flexwm.errors import DatasetError
+from tests.helpers.damage import damage_bytes
 from tests.helpers.synth_data import write_episodes
 
 N_EPISODES = 3
@@ -56,18 +57,9 @@ def _damage(root: Path, op: tuple) -> None:
     if not files:
         return
     path = files[pick % len(files)]
-    if name == "truncate":
-        data = path.read_bytes()
-        path.write_bytes(data[: int(len(data) * x)])
-    elif name == "flip":
-        data = bytearray(path.read_bytes())
-        if data:
-            pos = int(x * (len(data) - 1))
-            data[pos] ^= 1 + pick % 255
-            path.write_bytes(bytes(data))
-    elif name == "delete":
-        path.unlink()
-    elif name == "value" and kind == "data":  # a valid file with one different action value
+    if damage_bytes(path, name, pick, x):
+        return
+    if name == "value" and kind == "data":  # a valid file with one different action value
         def change(t):
             col = t.schema.get_field_index("action")
             vals = t.column(col).to_pylist()

@@ -28,6 +28,7 @@ from flexwm.data import FlexDataset
 from flexwm.data.lerobot import VIDEO_KEY
 from flexwm.data.pack import pack_dataset
 from flexwm.errors import ConfigError, DatasetError
+from tests.helpers.damage import damage_bytes
 from tests.helpers.lerobot_synth import FPS, TOP, write_lerobot_dataset
 from tests.helpers.synth_data import write_episodes
 
@@ -152,18 +153,9 @@ def _damage(root: Path, op: tuple, camera: str) -> None:
     if not files:
         return
     path = files[pick % len(files)]
-    if name == "truncate":
-        data = path.read_bytes()
-        path.write_bytes(data[: int(len(data) * x)])
-    elif name == "flip":
-        data = bytearray(path.read_bytes())
-        if data:
-            pos = int(x * (len(data) - 1))
-            data[pos] ^= 1 + pick % 255
-            path.write_bytes(bytes(data))
-    elif name == "delete":
-        path.unlink()
-    elif name == "extra_column":
+    if damage_bytes(path, name, pick, x):
+        return
+    if name == "extra_column":
         _rewrite_parquet(path, lambda t: t.append_column("unknown.column", pa.array(np.zeros(t.num_rows))))
     elif name == "drop_column":
         _rewrite_parquet(path, lambda t: t.remove_column(pick % t.num_columns))

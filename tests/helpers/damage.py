@@ -1,0 +1,24 @@
+"""Byte-level damage shared by the property tests of flexwm's reader and the plain LeRobot reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def damage_bytes(path: Path, name: str, pick: int, x: float) -> bool:
+    """Apply byte damage `name` to `path`: truncate to a fraction x, flip bits at position x, or delete the file.
+    Returns False when `name` is not a byte-level damage (the caller applies its own)."""
+    if name == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * x)])
+    elif name == "flip":
+        data = bytearray(path.read_bytes())
+        if data:
+            pos = int(x * (len(data) - 1))
+            data[pos] ^= 1 + pick % 255
+            path.write_bytes(bytes(data))
+    elif name == "delete":
+        path.unlink()
+    else:
+        return False
+    return True
