@@ -284,7 +284,7 @@ def markdown(summary: dict) -> str:
         r = row.get("policy_eval")
         if not r:
             return "–"
-        f = lambda x: "nan" if x is None or x != x else f"{x:.2f}"  # noqa: E731
+        f = lambda x: "undefined" if x is None or x != x else f"{x:.2f}"  # noqa: E731 - a rate constant over policies
         return f"{f(r['pearson'])} / {f(r['mmrv'])}"
 
     def rlg(row: dict) -> str:

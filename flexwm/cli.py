@@ -365,7 +365,7 @@ def evaluate_policies(
 ) -> None:
     """Run each policy of a suite in the real simulator and in the world model; report success per policy,
     Pearson, Spearman and MMRV, and a scatter plot."""
-    from flexwm.evaluation.policy_eval import evaluate_policies_run
+    from flexwm.evaluation.policy_eval import describe_correlation, evaluate_policies_run
 
     res = evaluate_policies_run(ckpt, suite, env, _task(env, task), episodes=episodes, seed=seed, horizon=horizon,
                                 flow_steps=flow_steps, ac_noise=ac_noise, ac_guidance=ac_guidance,
@@ -374,7 +374,9 @@ def evaluate_policies(
     for p in res["policies"]:
         typer.echo(f"{p['name']:16s} real {p['real']['rate']:.0%}  imagined {p['imagined']['rate']:.0%}  "
                    f"({p['imagination']})")
-    stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv")}
+    typer.echo(describe_correlation(res))
+    stats = {k: res.get(k) for k in ("pearson", "spearman", "mmrv", "pearson_prob")}
+    stats = {k: None if v is None or v != v else v for k, v in stats.items()}  # undefined (NaN): null, as saved
     typer.echo(json.dumps(stats) + f"\nwrote {res['out']}")
 
 
@@ -438,16 +440,21 @@ def export(run: Path = typer.Argument(..., help=CKPT),
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
-         train: bool = typer.Option(False, help="train the demo model here instead of using the shipped one"),
-         episodes: int = typer.Option(4, help="episodes collected per task and source"),
-         eval_episodes: int = typer.Option(3, help="real-simulator episodes per way to act"),
+         model: str = typer.Option("auto", help="auto (checkpoints/avdc11-cpu when found, else tiny) | tiny (the "
+                                                "small checkpoint shipped in flexwm) | an exported model folder"),
+         train: bool = typer.Option(False, help="train the tiny demo model here instead of using a shipped one"),
+         episodes: int | None = typer.Option(None, help="episodes collected per task and source (default: the "
+                                                        "model's setup, 1 for avdc11-cpu, 4 for tiny)"),
+         eval_episodes: int | None = typer.Option(None, help="real-simulator episodes per task and way to act "
+                                                             "(default: 5 for avdc11-cpu, 3 for tiny)"),
          workers: int = typer.Option(2, help="collection worker processes"),
          device: str = typer.Option("cpu", help=DEVICE)) -> None:
-    """Everything in one command on a CPU: collect, model, act (wam, best-of-n, cem, hybrid), evaluate policies,
-    and write OUT/report.html. Resumes: a rerun skips finished stages."""
+    """Everything in one command on a CPU: collect, model, act (wam, best-of-n, hybrid, random), evaluate
+    policies, and write OUT/report.html. Resumes: a rerun skips finished stages."""
     from flexwm.demo import run_demo
 
-    run_demo(out, train=train, episodes=episodes, workers=workers, eval_episodes=eval_episodes, device=device)
+    run_demo(out, model=model, train=train, episodes=episodes, workers=workers, eval_episodes=eval_episodes,
+             device=device)
 
 
 @app.command("export-demo", hidden=True)

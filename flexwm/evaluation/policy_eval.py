@@ -8,7 +8,10 @@ Every policy runs episode e from `env.reset(seed + e)` in the real simulator, an
 episode's real first frame (the same initial state). Real success: the simulator's flag at any step. Imagined
 success: the success head above `success_threshold` after any imagined frame (the real start frame is not
 counted). Both come with Wilson 95% intervals; across policies we report Pearson, Spearman and MMRV of the
-imagined vs real success rates, and a scatter plot.
+imagined vs real success rates, the correlation of the real rates with each policy's mean imagined P(success)
+(graded, so defined even when every thresholded imagined rate is equal), and a scatter plot. A correlation
+is undefined when one side is the same for every policy: the result then holds NaN (null in JSON) and a
+`correlation_note` saying so, and `describe_correlation` puts it in words.
 
 How each policy runs in imagination:
 * Policies that act on observations (random, bc, flexwm) run truly closed-loop: at step 0 they see the real
@@ -252,12 +255,62 @@ def _imagine(wm: WorldModel, env: RobotEnv, make_agent: Callable[[], Any], real:
     return {"success": list(best > threshold), "mean_max_prob": float(best.mean())}
 
 
-def compare(real: list[float], imagined: list[float]) -> dict[str, float]:
-    """Pearson, Spearman and MMRV of imagined vs real success rates across policies (NaN where undefined)."""
-    defined = len(real) >= 2 and np.std(real) > 0 and np.std(imagined) > 0
-    return {"pearson": pearson(real, imagined) if defined else float("nan"),
-            "spearman": spearman(real, imagined) if defined else float("nan"),
-            "mmrv": mmrv(real, imagined) if len(real) >= 2 else float("nan")}
+def compare(real: list[float], imagined: list[float], imagined_prob: list[float] | None = None) -> dict[str, Any]:
+    """Pearson, Spearman and MMRV of imagined vs real success rates across policies (NaN where undefined).
+
+    A correlation is undefined when either side is the same for every policy; `correlation_note` then says
+    which in words (None when defined). With `imagined_prob` (each policy's mean over episodes of the highest
+    imagined P(success)), `pearson_prob` / `spearman_prob` correlate the real rates with that graded imagined
+    score, which stays defined when the thresholded imagined rates are all equal."""
+    n = len(real)
+    spread = lambda v: n >= 2 and float(np.std(v)) > 0  # noqa: E731
+    defined = spread(real) and spread(imagined)
+    out: dict[str, Any] = {"pearson": pearson(real, imagined) if defined else float("nan"),
+                           "spearman": spearman(real, imagined) if defined else float("nan"),
+                           "mmrv": mmrv(real, imagined) if n >= 2 else float("nan")}
+    if imagined_prob is not None:
+        prob_defined = spread(real) and spread(imagined_prob)
+        out["pearson_prob"] = pearson(real, imagined_prob) if prob_defined else float("nan")
+        out["spearman_prob"] = spearman(real, imagined_prob) if prob_defined else float("nan")
+    if n < 2:
+        note = "only one policy: a correlation across policies needs at least two"
+    elif not spread(real):
+        note = f"real success is {real[0]:.0%} for every policy: no correlation is defined (choose policies that " \
+               "differ in real success, e.g. noisy experts at several noise levels)"
+    elif not spread(imagined):
+        note = f"the model imagines success {imagined[0]:.0%} for every policy: the success-rate correlation is " \
+               "undefined"
+    else:
+        note = None
+    out["correlation_note"] = note
+    return out
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) else None
+
+
+def describe_correlation(result: dict[str, Any]) -> str:
+    """One line, in words, of how well imagined success ranks the policies as real success does: the statistics
+    where they are defined, and why where they are not (never a bare "nan"). Reads a result of `evaluate_suite`
+    or its saved policy_eval.json (where undefined numbers are null)."""
+    pear, spear, mm = (_number(result.get(k)) for k in ("pearson", "spearman", "mmrv"))
+    n = len(result.get("policies", [])) or None
+    parts = []
+    if pear is not None:
+        rho = "" if spear is None else f", Spearman {spear:.2f}"
+        parts.append(f"real vs imagined success rate: Pearson {pear:.2f}{rho}")
+    elif result.get("correlation_note"):
+        parts.append(result["correlation_note"])
+    else:
+        parts.append("real vs imagined success rate: no correlation is defined (a rate is the same for every policy)")
+    real = {p["real"]["rate"] for p in result.get("policies", []) if isinstance(p.get("real"), dict)}
+    if mm is not None and len(real) != 1:  # with one real rate there is no ranking to violate: MMRV is trivially 0
+        parts.append(f"MMRV {mm:.2f}")
+    prob = _number(result.get("pearson_prob"))
+    if prob is not None:
+        parts.append(f"real success rate vs imagined mean max P(success): Pearson {prob:.2f}")
+    return ("; ".join(parts) + (f" ({n} policies)" if n else "")).strip()
 
 
 def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task: str | None = None,
@@ -316,7 +369,8 @@ def evaluate_suite(suite: Any, wm: WorldModel, env_name: str | None = None, task
                         "imagined_mean_max_prob": imag["mean_max_prob"],
                         "seconds": {"real": t1 - t0, "imagined": time.perf_counter() - t1}})
     bar.close()
-    stats = compare([r["real"]["rate"] for r in records], [r["imagined"]["rate"] for r in records])
+    stats = compare([r["real"]["rate"] for r in records], [r["imagined"]["rate"] for r in records],
+                    [r["imagined_mean_max_prob"] for r in records])
     result = {"env": env_name or env.embodiment, "task": task or env.task, "episodes": episodes, "seed": seed,
               "seeds": seeds, "horizon": steps, "imagined_frames": frames, "frame_stride": int(wm.frame_stride),
               "success_threshold": success_threshold, "policies": records, **stats}
@@ -379,10 +433,11 @@ def plot_scatter(result: dict[str, Any], path: str | Path) -> Path:
         marker = "s" if r["imagination"] == "open-loop replay" else "o"
         ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, capsize=3)
         ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    fmt = lambda v: "n/a" if v is None or not np.isfinite(v) else f"{v:.2f}"  # noqa: E731
+    pear, spear, mm = (_number(result.get(k)) for k in ("pearson", "spearman", "mmrv"))
+    stats = (f"Pearson {pear:.2f}, Spearman {spear:.2f}" if pear is not None and spear is not None
+             else "correlation undefined (a rate is the same for every policy)")
     ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="real success rate", ylabel="imagined success rate",
-           title=f"{result['task']}: Pearson {fmt(result['pearson'])}, Spearman {fmt(result['spearman'])}, "
-                 f"MMRV {fmt(result['mmrv'])}")
+           title=f"{result['task']}: {stats}" + ("" if mm is None else f", MMRV {mm:.2f}"))
     ax.title.set_fontsize(9)
     ax.text(0.02, 0.97, f"{result['episodes']} episodes / policy; squares: open-loop replay", fontsize=7,
             transform=ax.transAxes, va="top")

@@ -198,11 +198,11 @@ episodes unless marked); each frame is {{ rollouts[0].env_steps_per_frame }} env
 {% endfor %}</table></details>{% endfor %}{% endif %}
 
 {% if policy_evals %}<h2>Closed-loop policy evaluation: real vs imagined success</h2>
-{% for p in policy_evals %}<div class="card"><p><b>{{ p.name }}</b>: Pearson {{ p.pearson }}, Spearman
-{{ p.spearman }}, MMRV {{ p.mmrv }} ({{ p.n }} policies)</p>{% if p.png %}
+{% for p in policy_evals %}<div class="card"><p><b>{{ p.name }}</b>: {{ p.summary }}</p>{% if p.png %}
 <img alt="real vs imagined success" src="data:image/png;base64,{{ p.png }}">{% endif %}
-<table><tr><th>policy</th><th>real</th><th>imagined</th></tr>{% for row in p.rows %}<tr><td>{{ row[0] }}</td>
-<td>{{ row[1] }}</td><td>{{ row[2] }}</td></tr>{% endfor %}</table></div>{% endfor %}{% endif %}
+<table><tr><th>policy</th><th>real</th><th>imagined</th><th>imagined mean max P(success)</th></tr>
+{% for row in p.rows %}<tr><td>{{ row[0] }}</td><td>{{ row[1] }}</td><td>{{ row[2] }}</td><td>{{ row[3] }}</td></tr>
+{% endfor %}</table></div>{% endfor %}{% endif %}
 
 {% if curves %}<h2>Training curves</h2><img alt="training curves" src="data:image/png;base64,{{ curves }}">
 {% endif %}
@@ -236,6 +236,10 @@ def _ci(ci: Any) -> str:
     return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "n/a"
 
 
+def _prob(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.2f}"
+
+
 def _ms(s: float | None) -> str:
     return "n/a" if s is None else f"{1000 * s:.0f} ms"
 
@@ -262,6 +266,8 @@ def _evals(run_dir: Path) -> list[dict]:
 
 
 def _policy_evals(run_dir: Path) -> list[dict]:
+    from flexwm.evaluation.policy_eval import describe_correlation
+
     out = []
     for d in sorted(run_dir.glob("policy-eval-*")):
         res_path = d / "policy_eval.json"
@@ -269,14 +275,9 @@ def _policy_evals(run_dir: Path) -> list[dict]:
             continue
         r = json.loads(res_path.read_text())
         png = next(iter(sorted(d.glob("*.png"))), None)
-        rows = [(p["name"], _pct(p["real"]["rate"]), _pct(p["imagined"]["rate"])) for p in r.get("policies", [])]
-
-        def f(k: str, r: dict = r) -> str:
-            v = r.get(k)
-            return "n/a" if v is None else f"{v:.3f}"
-
-        out.append({"name": d.name, "pearson": f("pearson"), "spearman": f("spearman"), "mmrv": f("mmrv"),
-                    "n": len(rows), "rows": rows,
+        rows = [(p["name"], _pct(p["real"]["rate"]), _pct(p["imagined"]["rate"]),
+                 _prob(p.get("imagined_mean_max_prob"))) for p in r.get("policies", [])]
+        out.append({"name": d.name, "summary": describe_correlation(r), "n": len(rows), "rows": rows,
                     "png": base64.b64encode(png.read_bytes()).decode() if png else None})
     return out
 

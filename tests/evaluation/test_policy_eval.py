@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flexwm.errors import ConfigError, EnvError
-from flexwm.evaluation.policy_eval import compare, evaluate_suite, load_suite, parse_suite
+from flexwm.evaluation.policy_eval import compare, describe_correlation, evaluate_suite, load_suite, parse_suite
 from flexwm.rl.toy import LineEnv, LineWorldModel
 from tests.helpers.tiny_world_model import make_tiny_wm
 from tests.helpers.tracking import on_a_terminal
@@ -42,6 +42,28 @@ def test_compare_plumbing():
     assert np.isnan(compare([0.5], [0.5])["pearson"])
 
 
+def test_an_undefined_correlation_is_said_in_words_never_nan():
+    """A rate that is the same for every policy leaves Pearson undefined: the result says why, the graded imagined
+    score keeps a defined correlation where it varies, and no summary line ever reads "nan"."""
+    flat_real = compare([0.0, 0.0, 0.0], [0.2, 0.5, 0.1], [0.3, 0.6, 0.2])
+    assert np.isnan(flat_real["pearson"]) and np.isnan(flat_real["pearson_prob"])
+    assert "real success is 0% for every policy" in flat_real["correlation_note"]
+    flat_imagined = compare([1.0, 0.5, 0.0], [1.0, 1.0, 1.0], [0.9, 0.8, 0.6])
+    assert np.isnan(flat_imagined["pearson"]) and flat_imagined["pearson_prob"] > 0.9
+    assert "imagines success 100% for every policy" in flat_imagined["correlation_note"]
+    defined = compare([1.0, 0.5, 0.0], [0.8, 0.6, 0.1], [0.7, 0.5, 0.2])
+    assert defined["correlation_note"] is None and defined["pearson"] > 0.9
+    for stats in (flat_real, flat_imagined, defined, compare([0.5], [0.5])):
+        policies = [{}] * 3
+        line = describe_correlation({**stats, "policies": policies})
+        saved = describe_correlation(json.loads(json.dumps({**stats, "policies": policies},
+                                                           default=str).replace("NaN", "null")))
+        assert "nan" not in line.lower() and line == saved, line
+    assert "for every policy" in describe_correlation({**flat_real, "policies": [{}] * 3})
+    assert "imagined mean max P(success): Pearson 0.9" in describe_correlation({**flat_imagined, "policies": []})
+    assert describe_correlation({**defined, "policies": []}).startswith("real vs imagined success rate: Pearson 0.9")
+
+
 def test_exact_world_model_gives_pearson_1_and_mmrv_0(tmp_path):
     """Imagined == real by construction (toy model), so any mismatch is a plumbing bug: wrong start states,
     seeds, action alignment or frame stride."""
@@ -51,7 +73,8 @@ def test_exact_world_model_gives_pearson_1_and_mmrv_0(tmp_path):
     rates = {p["name"]: (p["real"]["rate"], p["imagined"]["rate"]) for p in result["policies"]}
     assert all(r == i for r, i in rates.values()), rates
     assert len({r for r, _ in rates.values()}) == 3  # three different rates: the statistics are defined
-    assert result["pearson"] == pytest.approx(1.0) and result["mmrv"] == 0.0
+    assert result["pearson"] == pytest.approx(1.0) and result["mmrv"] == 0.0 and result["correlation_note"] is None
+    assert np.isfinite(result["pearson_prob"]) and "Pearson 1.00" in describe_correlation(result)
     modes = {p["name"]: p["imagination"] for p in result["policies"]}
     assert modes == {"expert": "open-loop replay", "noisy-1.5": "open-loop replay", "random": "closed-loop"}
     saved = json.loads((tmp_path / "policy_eval.json").read_text())

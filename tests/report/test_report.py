@@ -53,6 +53,28 @@ def test_report_is_self_contained_and_shows_the_run(report):
     assert again.count("data:video/webm;base64,") == n_videos
 
 
+def test_policy_evaluation_is_described_in_words_never_nan(report):
+    """A suite whose real success is the same for every policy has no correlation: the page says so in words."""
+    from flexwm.evaluation.policy_eval import compare
+
+    run, _ = report
+    rows = [("expert", 0.0, 0.5, 0.6), ("random", 0.0, 0.0, 0.1)]
+    stats = compare([r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+    saved = {"task": "toy", **{k: None if isinstance(v, float) and v != v else v for k, v in stats.items()},
+             "policies": [{"name": n, "real": {"rate": r}, "imagined": {"rate": i}, "imagined_mean_max_prob": q}
+                          for n, r, i, q in rows]}
+    folder = run / "policy-eval-toy"
+    folder.mkdir()
+    try:
+        (folder / "policy_eval.json").write_text(json.dumps(saved))
+        page = html.unescape(build_report(run, rollouts=2, out=run / "pe.html").read_text())
+    finally:
+        shutil.rmtree(folder)
+    card = page[page.index("Closed-loop policy evaluation"):page.index("Exact config")]
+    assert "real success is 0% for every policy: no correlation is defined" in card
+    assert "nan" not in card.lower() and "n/a" not in card and "0.60" in card  # imagined mean max P(success)
+
+
 def test_report_of_a_non_run_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="not a training run"):
         build_report(tmp_path)
