@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from flexwm.data import FlexDataset
 from flexwm.errors import DatasetError
-from tests.helpers.damage import damage_bytes
+from tests.helpers.damage import damage_bytes, dataset_files
 from tests.helpers.synth_data import write_episodes
 
 N_EPISODES = 3
@@ -37,12 +37,6 @@ def original(tmp_path_factory):
     return root, [ds.load_episode(i) for i in range(N_EPISODES)]
 
 
-def _files(root: Path, kind: str) -> list[Path]:
-    pattern = {"data": "data/**/*.parquet", "video": "videos/**/*.mp4", "meta": "meta/episodes/**/*.parquet",
-               "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
-    return sorted(root.glob(pattern))
-
-
 def _rewrite_parquet(path: Path, change) -> None:
     try:
         table = pq.read_table(path)
@@ -53,7 +47,7 @@ def _rewrite_parquet(path: Path, change) -> None:
 
 def _damage(root: Path, op: tuple) -> None:
     name, kind, pick, x = op
-    files = _files(root, kind)
+    files = dataset_files(root, kind)
     if not files:
         return
     path = files[pick % len(files)]

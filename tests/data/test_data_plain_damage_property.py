@@ -28,7 +28,7 @@ from flexwm.data import FlexDataset
 from flexwm.data.lerobot import VIDEO_KEY
 from flexwm.data.pack import pack_dataset
 from flexwm.errors import ConfigError, DatasetError
-from tests.helpers.damage import damage_bytes
+from tests.helpers.damage import damage_bytes, dataset_files
 from tests.helpers.lerobot_synth import FPS, TOP, write_lerobot_dataset
 from tests.helpers.synth_data import write_episodes
 
@@ -65,12 +65,6 @@ def flexwm_packed(tmp_path_factory) -> Source:
     write_episodes(base / "src", range(5))
     return _source(pack_dataset(base / "src", base / "packed", episodes_per_file=2), VIDEO_KEY, labelled=True,
                    checksums=True)
-
-
-def _files(root: Path, kind: str) -> list[Path]:
-    pattern = {"data": "data/**/*.parquet", "video": "videos/**/*.mp4", "meta": "meta/episodes/**/*.parquet",
-               "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
-    return sorted(root.glob(pattern))
 
 
 def _rewrite_parquet(path: Path, change) -> None:
@@ -149,7 +143,7 @@ def _feature_path(field: str, camera: str) -> list[str]:
 
 def _damage(root: Path, op: tuple, camera: str) -> None:
     name, kind, pick, x = op
-    files = _files(root, kind)
+    files = dataset_files(root, kind)
     if not files:
         return
     path = files[pick % len(files)]

@@ -22,3 +22,10 @@ def damage_bytes(path: Path, name: str, pick: int, x: float) -> bool:
     else:
         return False
     return True
+
+
+def dataset_files(root: Path, kind: str) -> list[Path]:
+    """The files of one kind (data | video | meta | info | tasks) of a LeRobot v3.0 layout, sorted."""
+    pattern = {"data": "data/**/*.parquet", "video": "videos/**/*.mp4", "meta": "meta/episodes/**/*.parquet",
+               "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
+    return sorted(root.glob(pattern))
