@@ -122,6 +122,14 @@ def test_collect_train_resume_imagine(tmp_path):
     out = flexwm("evaluate-policies", "--ckpt", run, "--suite", suite, "--task", "reach-v3", "--episodes", "2",
                  "--horizon", "8", "--flow-steps", "2", "--out", tmp_path / "pe")
     assert "mmrv" in out and (tmp_path / "pe" / "policy_eval.png").exists()
+    # every episode's imagined P(success) after every imagined frame is saved, and the imagined outcome is its
+    # maximum above the threshold (so other thresholds can be scored without re-running)
+    saved = json.loads((tmp_path / "pe" / "policy_eval.json").read_text())
+    for pol in saved["policies"]:
+        trace = pol["episodes"]["imagined_prob"]
+        assert len(trace) == 2 and all(len(t) == saved["imagined_frames"] for t in trace)
+        assert pol["imagined"]["successes"] == sum(max(t) > saved["success_threshold"] for t in trace)
+        assert [bool(x) for x in pol["episodes"]["real_success"]].count(True) == pol["real"]["successes"]
     # calibrated thresholds need `flexwm calibrate`, which needs held-out episodes of both outcomes
     pe = ["evaluate-policies", "--ckpt", run, "--suite", suite, "--task", "reach-v3", "--episodes", "1", "--horizon",
           "8", "--flow-steps", "2", "--out", tmp_path / "pe2", "--success-threshold"]

@@ -1,0 +1,232 @@
+"""Imagination you can trust: policy evaluation in two world models on the same real episodes, and the one
+results file `benchmarks/results/imagination_cpu.json`.
+
+    # 1. run every policy of a suite in the real simulator once per task, and imagine the same episodes (same
+    #    first frames; closed-loop image policies act on imagined frames) in each world model
+    python benchmarks/imagination.py suite --suite benchmarks/suites/imagination.yaml \
+        --model flexible=checkpoints/avdc11-cpu --model ac-only=runs/ac-only-4k \
+        --task door-open-v3 --episodes 10 --seed 30000 --out benchmarks/results/imagination_cpu
+
+    # 2. assemble: success rates per policy (averaged over the tasks), Pearson / Spearman / MMRV of imagined vs
+    #    real per model, at the threshold 0.5 and at each model's calibrated threshold (`flexwm calibrate`, made
+    #    on held-out dataset episodes, never on the suite); the speed and hybrid results beside them
+    python benchmarks/imagination.py assemble --dir benchmarks/results/imagination_cpu \
+        --calibration flexible=runs/eval/avdc11-cpu/imagined_calibration.json ... \
+        --speed benchmarks/results/imagine_speed_avdc11.json --out benchmarks/results/imagination_cpu.json
+
+`suite` writes one file per (task, policy), TASK/POLICY.json, as soon as that policy is done: an interrupted run
+resumes where it stopped. Each holds the real per-episode outcomes and, per model, the imagined P(success)
+after every imagined frame, so any threshold or aggregation rule is scored without re-running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+from common import write_result  # noqa: E402
+
+
+def pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"{what} {item!r}: expected NAME=PATH")
+        out[name] = value
+    return out
+
+
+# ---- suite ------------------------------------------------------------------------------------------------
+
+
+def run_suite(args: argparse.Namespace) -> None:
+    from flexwm.envs import make_env
+    from flexwm.evaluation.policy_eval import _imagine, _run_real, load_suite, make_suite_policy
+    from flexwm.inference import load_run
+    from flexwm.io import atomic_write_json
+
+    models = pairs(args.model, "--model")
+    first_model = next(iter(models))
+    wms = {name: load_run(path, steps=args.flow_steps, prefer_embodiment="sawyer") for name, path in models.items()}
+    acting = wms[first_model]  # flexwm policies without a checkpoint act with the first model
+    specs = load_suite(args.suite)
+    for task in args.task:
+        env = make_env("metaworld", task, image_size=acting.image_size or (64, 64))
+        stride = int(acting.frame_stride)
+        frames = min(int(args.horizon or env.max_episode_steps), env.max_episode_steps) // stride
+        steps, seeds = frames * stride, [args.seed + e for e in range(args.episodes)]
+        for spec in specs:
+            path = Path(args.out) / task / f"{spec.name}.json"
+            if path.exists():
+                print(f"{task} {spec.name}: done ({path})", flush=True)
+                continue
+            agent = make_suite_policy(spec, env, acting)
+            t0 = time.perf_counter()
+            real = _run_real(env, agent, seeds, steps)
+            record: dict[str, Any] = {
+                "task": task, "policy": spec.name, "kind": spec.kind, "spec": {k: v for k, v in vars(spec).items()
+                                                                                 if v is not None},
+                "imagination": "open-loop replay" if getattr(agent, "needs_privileged_state", False) else "closed-loop",
+                "seeds": seeds, "horizon": steps, "frame_stride": stride, "flow_steps": args.flow_steps,
+                "real_success": [bool(x) for x in real["success"]], "seconds": {"real": time.perf_counter() - t0},
+                "imagined_prob": {}}
+            for name, wm in wms.items():
+                t1 = time.perf_counter()
+                make = lambda spec=spec, env=env: make_suite_policy(spec, env, acting)  # noqa: E731
+                imag = _imagine(wm, env, make, real, seeds, frames, 0.5, record["imagination"] == "open-loop replay")
+                record["imagined_prob"][name] = np.round(imag["trace"], 4).tolist()
+                record["seconds"][f"imagined_{name}"] = time.perf_counter() - t1
+            atomic_write_json(path, record)
+            print(f"{task} {spec.name}: real {np.mean(real['success']):.2f}, imagined@0.5 "
+                  + ", ".join(f"{n} {np.mean(np.max(p, axis=1) > 0.5):.2f}" for n, p in record["imagined_prob"].items())
+                  + f" ({sum(record['seconds'].values()):.0f} s)", flush=True)
+        env.close() if hasattr(env, "close") else None
+
+
+# ---- assemble ---------------------------------------------------------------------------------------------
+
+
+def load_records(directory: Path) -> list[dict[str, Any]]:
+    recs = [json.loads(p.read_text()) for p in sorted(directory.glob("*/*.json"))]
+    if not recs:
+        raise SystemExit(f"no suite results under {directory}; run `benchmarks/imagination.py suite` first")
+    return recs
+
+
+def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float) -> dict[str, Any]:
+    """Per policy: real and imagined success averaged over tasks (every task weighs the same); the statistics
+    across policies, and across (policy, task) cells as a finer check."""
+    from flexwm.evaluation.policy_eval import compare
+    from flexwm.evaluation.stats import success_summary
+
+    tasks = sorted({r["task"] for r in recs})
+    names = list(dict.fromkeys(r["policy"] for r in recs))
+    cell = {(r["task"], r["policy"]): r for r in recs}
+    missing = [(t, n) for t in tasks for n in names if (t, n) not in cell]
+    if missing:
+        raise SystemExit(f"the suite is incomplete: {missing[:4]} ... have no results; finish `suite` first")
+    policies, cells_real, cells_imag = [], [], []
+    for n in names:
+        real, imag, prob = [], [], []
+        for t in tasks:
+            r = cell[(t, n)]
+            best = np.max(np.asarray(r["imagined_prob"][model]), axis=1)
+            real += r["real_success"]
+            imag += list(best > threshold)
+            prob += list(best)
+            cells_real.append(float(np.mean(r["real_success"])))
+            cells_imag.append(float(np.mean(best > threshold)))
+        policies.append({"name": n, "kind": cell[(tasks[0], n)]["kind"],
+                         "imagination": cell[(tasks[0], n)]["imagination"],
+                         "real": success_summary(real), "imagined": success_summary(imag),
+                         "imagined_mean_max_prob": float(np.mean(prob))})
+    stats = compare([p["real"]["rate"] for p in policies], [p["imagined"]["rate"] for p in policies],
+                    [p["imagined_mean_max_prob"] for p in policies])
+    per_cell = compare(cells_real, cells_imag)
+    episodes = {len(r["real_success"]) for r in recs}
+    return {"model": model, "threshold": threshold, "pearson": stats["pearson"], "spearman": stats["spearman"],
+            "mmrv": stats["mmrv"], "pearson_prob": stats.get("pearson_prob"),
+            "per_policy_task": {"pearson": per_cell["pearson"], "spearman": per_cell["spearman"],
+                                "mmrv": per_cell["mmrv"], "cells": len(cells_real)},
+            "policies": len(policies),
+            "closed_loop_policies": sum(p["imagination"] == "closed-loop" for p in policies),
+            "tasks": tasks, "episodes_per_policy_task": min(episodes), "rows": policies}
+
+
+def scatter(result: dict[str, Any], path: Path) -> Path:
+    """Imagined vs real success per policy (averaged over the tasks), one panel per model, Wilson intervals."""
+    from matplotlib.figure import Figure
+
+    evals = [(k, result[k]) for k in ("policy_eval", "policy_eval_ac_only") if k in result]
+    fig = Figure(figsize=(5 * len(evals), 5), dpi=100)
+    for ax, (_, ev) in zip(fig.subplots(1, len(evals), squeeze=False)[0], evals):
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
+        for r in ev["rows"]:
+            x, y = r["real"]["rate"], r["imagined"]["rate"]
+            err = lambda v, ci: [[max(0.0, v - ci[0])], [max(0.0, ci[1] - v)]]  # noqa: E731
+            ax.errorbar([x], [y], xerr=err(x, r["real"]["ci95"]), yerr=err(y, r["imagined"]["ci95"]),
+                        fmt="s" if r["imagination"] == "open-loop replay" else "o", capsize=2, ms=4)
+            ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set(xlim=(-0.05, 1.05), ylim=(-0.05, 1.05), xlabel="real success rate", ylabel="imagined success rate",
+               title=f"{ev['model']} (threshold {ev['threshold']:.2f}): Pearson {ev['pearson']:.2f}, "
+                     f"MMRV {ev['mmrv']:.2f}")
+        ax.title.set_fontsize(9)
+        ax.text(0.02, 0.97, f"{len(ev['tasks'])} tasks x {ev['episodes_per_policy_task']} episodes / policy; "
+                "squares: open-loop replay", fontsize=7, transform=ax.transAxes, va="top")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def assemble(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from flexwm.evaluation.policy_eval import _jsonable
+
+    recs = load_records(Path(args.dir))
+    models = list(recs[0]["imagined_prob"])
+    cal = {name: json.loads(Path(p).read_text()) for name, p in pairs(args.calibration, "--calibration").items()}
+    evaluations: dict[str, Any] = {}
+    for m in models:
+        evaluations[m] = {"0.5": suite_stats(recs, m, 0.5)}
+        if m in cal:
+            evaluations[m]["calibrated"] = {**suite_stats(recs, m, float(cal[m]["threshold"])),
+                                            "calibration": {"auc": cal[m]["auc"], "command": cal[m].get("command")}}
+    pick = lambda m: evaluations[m].get("calibrated", evaluations[m]["0.5"])  # noqa: E731
+    out: dict[str, Any] = {"policy_eval": pick(args.main_model), "evaluations": evaluations}
+    if args.baseline_model in evaluations:
+        out["policy_eval_ac_only"] = pick(args.baseline_model)
+    if args.speed:
+        sp = json.loads(Path(args.speed).read_text())
+        out["speed"] = sp
+    out["hybrid"] = json.loads(Path(args.hybrid).read_text()) if args.hybrid else None
+    out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    out["commit"] = git.stdout.strip()
+    out["scatter"] = str(scatter(out, Path(args.out).with_name(Path(args.out).stem + "_scatter.png")))
+    write_result(args.out, _jsonable(out))
+    for m, ev in evaluations.items():
+        for key, s in ev.items():
+            print(f"{m} @ {key} ({s['threshold']:.3f}): Pearson {s['pearson']:.2f}, Spearman {s['spearman']:.2f}, "
+                  f"MMRV {s['mmrv']:.3f}; per cell Pearson {s['per_policy_task']['pearson']:.2f}")
+    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("suite", help="real episodes once, imagined in every model")
+    s.add_argument("--suite", required=True)
+    s.add_argument("--model", action="append", required=True, help="NAME=PATH (the first also acts as 'flexwm')")
+    s.add_argument("--task", action="append", required=True)
+    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument("--seed", type=int, default=30000)
+    s.add_argument("--horizon", type=int, default=None)
+    s.add_argument("--flow-steps", type=int, default=4)
+    s.add_argument("--out", required=True)
+    a = sub.add_parser("assemble", help="statistics and the results file")
+    a.add_argument("--dir", required=True)
+    a.add_argument("--calibration", action="append", default=[], help="MODEL=FILE (flexwm calibrate output)")
+    a.add_argument("--main-model", default="flexible")
+    a.add_argument("--baseline-model", default="ac-only")
+    a.add_argument("--speed", default=None)
+    a.add_argument("--hybrid", default=None)
+    a.add_argument("--rl", default=None)
+    a.add_argument("--out", required=True)
+    args = ap.parse_args()
+    run_suite(args) if args.cmd == "suite" else assemble(args)
+
+
+if __name__ == "__main__":
+    main()
