@@ -51,15 +51,22 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def run_suite(args: argparse.Namespace) -> None:
+    """Real episodes once per (task, policy), imagined in every --model. A record that exists but lacks a model
+    gets it added: closed-loop policies need only the real first frames (a reset), scripted ones are re-run to
+    replay their actions, and their real outcomes must match the saved ones (the simulator is deterministic).
+    With --features, the success head's input of every imagined window of the first model is kept in
+    TASK/POLICY.npz (for re-fitting the head: `fit-head`)."""
     from flexwm.envs import make_env
+    from flexwm.evaluation.imagined_head import FeatureImagination
     from flexwm.evaluation.policy_eval import _imagine, _run_real, load_suite, make_suite_policy
     from flexwm.inference import load_run
-    from flexwm.io import atomic_write_json
+    from flexwm.io import atomic_write, atomic_write_json
 
     models = pairs(args.model, "--model")
     first_model = next(iter(models))
     wms = {name: load_run(path, steps=args.flow_steps, prefer_embodiment="sawyer") for name, path in models.items()}
-    acting = wms[first_model]  # flexwm policies without a checkpoint act with the first model
+    acting = load_run(args.acting, steps=args.flow_steps, prefer_embodiment="sawyer") if args.acting \
+        else wms[first_model]  # flexwm policies without a checkpoint act with this model
     specs = load_suite(args.suite)
     for task in args.task:
         env = make_env("metaworld", task, image_size=acting.image_size or (64, 64))
@@ -68,30 +75,79 @@ def run_suite(args: argparse.Namespace) -> None:
         steps, seeds = frames * stride, [args.seed + e for e in range(args.episodes)]
         for spec in specs:
             path = Path(args.out) / task / f"{spec.name}.json"
-            if path.exists():
+            record = json.loads(path.read_text()) if path.exists() else None
+            todo = [m for m in wms if record is None or m not in record["imagined_prob"]]
+            if not todo:
                 print(f"{task} {spec.name}: done ({path})", flush=True)
                 continue
             agent = make_suite_policy(spec, env, acting)
+            open_loop = bool(getattr(agent, "needs_privileged_state", False))
             t0 = time.perf_counter()
-            real = _run_real(env, agent, seeds, steps)
-            record: dict[str, Any] = {
-                "task": task, "policy": spec.name, "kind": spec.kind, "spec": {k: v for k, v in vars(spec).items()
-                                                                                 if v is not None},
-                "imagination": "open-loop replay" if getattr(agent, "needs_privileged_state", False) else "closed-loop",
-                "seeds": seeds, "horizon": steps, "frame_stride": stride, "flow_steps": args.flow_steps,
-                "real_success": [bool(x) for x in real["success"]], "seconds": {"real": time.perf_counter() - t0},
-                "imagined_prob": {}}
-            for name, wm in wms.items():
+            if record is None or open_loop:
+                real = _run_real(env, agent, seeds, steps)
+            else:
+                real = {"first": [env.reset(s) for s in seeds], "success": record["real_success"]}
+            if record is None:
+                record = {"task": task, "policy": spec.name, "kind": spec.kind,
+                          "spec": {k: v for k, v in vars(spec).items() if v is not None},
+                          "imagination": "open-loop replay" if open_loop else "closed-loop", "seeds": seeds,
+                          "horizon": steps, "frame_stride": stride, "flow_steps": args.flow_steps,
+                          "real_success": [bool(x) for x in real["success"]],
+                          "seconds": {"real": time.perf_counter() - t0}, "imagined_prob": {}}
+            elif [bool(x) for x in real["success"]] != record["real_success"] or record["seeds"] != seeds:
+                raise SystemExit(f"{path}: re-running {spec.name} gave other real outcomes than the saved ones; "
+                                 "delete the file to start it over")
+            for name in todo:
                 t1 = time.perf_counter()
                 make = lambda spec=spec, env=env: make_suite_policy(spec, env, acting)  # noqa: E731
-                imag = _imagine(wm, env, make, real, seeds, frames, 0.5, record["imagination"] == "open-loop replay")
+                keep = args.features and name == first_model
+                imag = _imagine(wms[name], env, make, real, seeds, frames, 0.5, open_loop,
+                                imagination=FeatureImagination if keep else None)
                 record["imagined_prob"][name] = np.round(imag["trace"], 4).tolist()
                 record["seconds"][f"imagined_{name}"] = time.perf_counter() - t1
+                if keep:
+                    def write(f: Path, feats: np.ndarray = imag["features"],
+                              real_success: np.ndarray = np.asarray(record["real_success"], bool)) -> None:
+                        with open(f, "wb") as fh:
+                            np.savez(fh, features=feats.astype(np.float32), real_success=real_success)
+
+                    atomic_write(path.with_suffix(".npz"), write)
             atomic_write_json(path, record)
-            print(f"{task} {spec.name}: real {np.mean(real['success']):.2f}, imagined@0.5 "
+            print(f"{task} {spec.name}: real {np.mean(record['real_success']):.2f}, imagined@0.5 "
                   + ", ".join(f"{n} {np.mean(np.max(p, axis=1) > 0.5):.2f}" for n, p in record["imagined_prob"].items())
                   + f" ({sum(record['seconds'].values()):.0f} s)", flush=True)
         env.close() if hasattr(env, "close") else None
+
+
+# ---- fit-head ---------------------------------------------------------------------------------------------
+
+
+def fit_head(args: argparse.Namespace) -> None:
+    """Re-fit the success row of --ckpt on the imagined rollouts (with real outcomes) of `suite --features`,
+    validated leave-one-task-out; write the new checkpoint to --out with head_tuning.json beside it."""
+    from flexwm.evaluation.imagined_head import fit_success_head_episodes, write_tuned_head
+    from flexwm.inference import load_run
+    from flexwm.io import atomic_write_json
+
+    files = sorted(Path(args.dir).glob("*/*.npz"))
+    if not files:
+        raise SystemExit(f"no features under {args.dir}; run `suite --features` first")
+    xs, ys, groups, sources = [], [], [], []
+    for f in files:
+        with np.load(f) as z:
+            xs.append(z["features"])
+            ys.append(z["real_success"])
+        groups += [f.parent.name] * len(ys[-1])
+        sources.append(f"{f.parent.name}/{f.stem}")
+    x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(bool)
+    w0, b0 = load_run(args.ckpt).success_logit()
+    fit = fit_success_head_episodes(x, y, np.asarray(groups), np.asarray(w0, np.float64), float(b0))
+    out = write_tuned_head(args.ckpt, args.out, fit["weight"], fit["bias"])
+    report = {"source": args.ckpt, "rollouts": sources, "episodes": int(len(y)), "successes": int(y.sum()),
+              "l2": fit["l2"], "validation": fit["validation"], "train_auc": fit["train_auc"],
+              "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    atomic_write_json(out / "head_tuning.json", report)
+    print(json.dumps({k: v for k, v in report.items() if k != "rollouts"}, indent=1))
 
 
 # ---- assemble ---------------------------------------------------------------------------------------------
@@ -214,7 +270,14 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=30000)
     s.add_argument("--horizon", type=int, default=None)
     s.add_argument("--flow-steps", type=int, default=4)
+    s.add_argument("--acting", default=None, help="the model flexwm policies without a checkpoint act with "
+                                                   "(default: the first --model)")
+    s.add_argument("--features", action="store_true", help="keep the first model's success-head inputs (npz)")
     s.add_argument("--out", required=True)
+    f = sub.add_parser("fit-head", help="re-fit the success head on imagined rollouts with real outcomes")
+    f.add_argument("--dir", required=True, help="the --out of `suite --features`")
+    f.add_argument("--ckpt", required=True, help="the model whose features they are")
+    f.add_argument("--out", required=True)
     a = sub.add_parser("assemble", help="statistics and the results file")
     a.add_argument("--dir", required=True)
     a.add_argument("--calibration", action="append", default=[], help="MODEL=FILE (flexwm calibrate output)")
@@ -225,7 +288,7 @@ def main() -> None:
     a.add_argument("--rl", default=None)
     a.add_argument("--out", required=True)
     args = ap.parse_args()
-    run_suite(args) if args.cmd == "suite" else assemble(args)
+    {"suite": run_suite, "fit-head": fit_head, "assemble": assemble}[args.cmd](args)
 
 
 if __name__ == "__main__":

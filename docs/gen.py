@@ -486,6 +486,55 @@ def page_ac_error(R: Results) -> str:
                 "held-out episodes when given their real actions (the simulator role).", out, R)
 
 
+def imagination_suite(R: Results) -> list[str]:
+    """The shipped flexible model and `ac-only` on one suite of >= 12 policies over 3 tasks
+    (benchmarks/imagination.py -> imagination_cpu.json)."""
+    if not R.exists("imagination_cpu.json"):
+        return []
+    d = R("imagination_cpu.json")
+    main, base = d["policy_eval"], d.get("policy_eval_ac_only")
+    rows = []
+    for model, ev in d["evaluations"].items():
+        for e in ev.values():
+            label = MODELS.get(model, model)
+            cal = e.get("calibration")
+            thr = num(e["threshold"], 3) + (f" (calibrated, held-out AUC {num(cal['auc'])})" if cal else "")
+            rows.append([label, thr, num(e["pearson"]), num(e["spearman"]), num(e["mmrv"], 3),
+                         num(e["per_policy_task"]["pearson"]), num(e.get("pearson_prob"))])
+    tasks = ", ".join(f"`{t}`" for t in main["tasks"])
+    out = [f"## The shipped model on a {main['policies']}-policy suite\n\n"
+           f"{main['policies']} policies ({main['closed_loop_policies']} of them closed-loop image policies acting on "
+           f"imagined frames: behaviour-cloning snapshots, the model's own `wam` at several settings, `wam-only`; "
+           f"the scripted expert and noisy experts replayed open-loop) on {tasks}, {main['episodes_per_policy_task']} "
+           f"episodes per policy and task from the same initial states in the simulator and in each model "
+           f"([`benchmarks/suites/imagination.yaml`](../../benchmarks/suites/imagination.yaml), "
+           f"`benchmarks/imagination.py`). Each policy's success is averaged over the tasks; the statistics are "
+           f"across policies (\"per cell\": across (policy, task) pairs). Calibrated thresholds come from "
+           f"`flexwm calibrate` on the models' held-out dataset episodes, never from the suite.",
+           table(["model", "success threshold", "Pearson", "Spearman", "MMRV", "Pearson per cell",
+                  "Pearson vs mean max P(success)"], rows)]
+    ok = (main["pearson"] or 0) >= TARGETS["pe"][1] and (main["mmrv"] if main["mmrv"] is not None else 1) <= 0.05
+    out.append(f"Target Pearson >= {TARGETS['pe'][1]} and MMRV <= 0.05 for the flexible model: "
+               f"**{'met' if ok else 'not met'}** (Pearson {num(main['pearson'])}, MMRV {num(main['mmrv'], 3)} at "
+               f"threshold {num(main['threshold'], 3)})" + (f"; `ac-only` on the same episodes: Pearson "
+                                                            f"{num(base['pearson'])}, MMRV {num(base['mmrv'], 3)}"
+                                                            if base else "") + ".")
+    head = ["policy", "how imagined", "real"] + [MODELS.get(e["model"], e["model"]) + " imagined"
+                                                 for e in (main, base) if e]
+    other = {r["name"]: r for r in base["rows"]} if base else {}
+    frac = lambda s: f"{s['successes']}/{s['episodes']}"  # noqa: E731
+    out.append(table(head, [[r["name"], r["imagination"], frac(r["real"]), frac(r["imagined"])]
+                            + ([frac(other[r["name"]]["imagined"])] if base else []) for r in main["rows"]]))
+    closed = [r for r in main["rows"] if r["imagination"] == "closed-loop"]
+    if closed:
+        gap = sum(r["imagined"]["rate"] - r["real"]["rate"] for r in closed) / len(closed)
+        out.append(f"Closed-loop image policies: imagined minus real success averages {points(gap)} for the "
+                   f"flexible model at its threshold.")
+    if d.get("scatter"):
+        out.append(f"![imagined vs real success per policy](../../{RESULTS}/{Path(d['scatter']).name})")
+    return out
+
+
 def page_policy_eval(R: Results) -> str:
     runs = [("policy_eval_flexible", "flexible, default recipe", "0.5", "examples/suite.yaml"),
             ("policy_eval_ac-only", "`ac-only`", "0.5", "examples/suite.yaml"),
@@ -506,7 +555,9 @@ def page_policy_eval(R: Results) -> str:
         thr = num(p["success_threshold"], 3) + (" (calibrated)" if kind == "calibrated" else "")
         rows.append([label, f"[`{Path(suite).name}`](../../{suite})", len(p["policies"]), thr, num(p["pearson"]),
                      num(p["spearman"]), num(p["mmrv"])])
-    out = [f"`flexwm evaluate-policies` runs every policy of a suite in the real simulator and in the model "
+    out = imagination_suite(R) + [
+           "## Earlier models, one task" if R.exists("imagination_cpu.json") else "",
+           f"`flexwm evaluate-policies` runs every policy of a suite in the real simulator and in the model "
            f"(scripted policies replayed open-loop, image policies closed-loop on imagined frames) from the same "
            f"initial states and compares the success rates. Task `{first['task']}`, {first['episodes']} episodes "
            f"per policy (seeds {first['seeds'][0]}–{first['seeds'][-1]}).",
@@ -848,6 +899,13 @@ def targets_table(R: Results) -> str:
         ok = p >= TARGETS["pe"][1] and m <= TARGETS["pe_mmrv"][1]
         rows.append(["policy evaluation by a flexible model: Pearson / MMRV",
                      f">= {TARGETS['pe'][1]} / <= {TARGETS['pe_mmrv'][1]}", f"{p:.2f} / {m:.2f}", ok,
+                     "policy-evaluation.md"])
+    if R.exists("imagination_cpu.json"):
+        e = R("imagination_cpu.json")["policy_eval"]
+        p, m = e["pearson"], e["mmrv"]
+        ok = p is not None and m is not None and p >= TARGETS["pe"][1] and m <= 0.05
+        rows.append([f"policy evaluation, shipped flexible model, {e['policies']} policies x {len(e['tasks'])} tasks: "
+                     "Pearson / MMRV", f">= {TARGETS['pe'][1]} / <= 0.05", f"{num(p)} / {num(m)}", ok,
                      "policy-evaluation.md"])
     R.used = []
     return table(["target", "goal", "best measured", "met", "page"],

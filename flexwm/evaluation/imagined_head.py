@@ -148,6 +148,78 @@ def fit_success_head(data: dict[str, np.ndarray], w0: np.ndarray, b0: float, *,
             "windows": int(val.sum()), "trained_head": base, "grid": grid}}
 
 
+def fit_logistic_max(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: float,
+                     iterations: int = 300, lr: float = 0.01) -> tuple[np.ndarray, float]:
+    """Multiple-instance logistic fit: x (E, T, d) window features of E episodes, y (E,) their real outcomes.
+    argmin over (w, b) of mean BCE(max_t (x[e, t] @ w + b), y[e]) + l2 * |w - w0|^2, from (w0, b0), by Adam.
+    The episode's score is its highest window logit, exactly what policy evaluation thresholds (the max
+    imagined P(success) over the episode), so the fit targets that decision and not per-window labels, which
+    a closed-loop imagined rollout does not have (its frames are not the real episode's)."""
+    X, Y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    ref = torch.as_tensor(w0, dtype=torch.float32)
+    w, b = ref.clone().requires_grad_(True), torch.tensor(float(b0), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    for _ in range(iterations):
+        opt.zero_grad()
+        z = (X @ w + b).amax(dim=1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, Y) + l2 * (w - ref).pow(2).sum()
+        loss.backward()
+        opt.step()
+    return w.detach().numpy().astype(np.float64), float(b.detach())
+
+
+def fit_success_head_episodes(x: np.ndarray, y: np.ndarray, group: np.ndarray, w0: np.ndarray, b0: float, *,
+                              l2_grid: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)) -> dict[str, Any]:
+    """Re-fit the success row on imagined episodes with real outcomes (`fit_logistic_max`), choosing the L2
+    strength by leave-one-group-out episode AUC (groups: e.g. tasks, so the choice rewards what carries over
+    to unseen tasks), then refitting on all episodes. Returns weight, bias, l2 and the validation report."""
+    from flexwm.evaluation.calibrate import auc
+
+    if y.all() or not y.any():
+        raise ConfigError(f"re-fitting the head needs episodes of both outcomes, got {int(y.sum())} successes of "
+                          f"{len(y)}")
+    groups = np.unique(group)
+    if len(groups) < 2:
+        raise ConfigError("re-fitting the head needs episodes from at least two groups (tasks) to validate on")
+    score = lambda w, b, m: np.max(x[m] @ w + b, axis=1)  # noqa: E731 - episode logit: the best window
+    base = auc(score(w0, b0, np.ones(len(y), bool)), y)
+    grid = []
+    for l2 in l2_grid:
+        held_scores, held_labels = [], []
+        for g in groups:
+            train = group != g
+            if y[train].all() or not y[train].any():
+                continue
+            w, b = fit_logistic_max(x[train], y[train], w0, b0, l2)
+            held_scores.append(score(w, b, ~train))
+            held_labels.append(y[~train])
+        grid.append({"l2": float(l2), "held_out_group_auc": auc(np.concatenate(held_scores),
+                                                               np.concatenate(held_labels))})
+    best = max(grid, key=lambda g: np.nan_to_num(g["held_out_group_auc"]))
+    w, b = fit_logistic_max(x, y, w0, b0, best["l2"])
+    return {"weight": w, "bias": b, "l2": best["l2"],
+            "validation": {"trained_head_auc": base, "grid": grid, "groups": [str(g) for g in groups],
+                           "episodes": int(len(y)), "successes": int(y.sum())},
+            "train_auc": auc(score(w, b, np.ones(len(y), bool)), y)}
+
+
+def write_tuned_head(ckpt: str | Path, out: str | Path, weight: np.ndarray, bias: float) -> Path:
+    """The model at `ckpt` with its success logit replaced by (weight, bias), as a new checkpoint dir `out`."""
+    from flexwm.inference import load_run
+    from flexwm.io import save_pretrained_dir
+    from flexwm.runs import resolve_model_dir, resolve_run_dir
+
+    ckpt_dir, run = resolve_model_dir(ckpt), resolve_run_dir(ckpt)
+    out = Path(out)
+    if out.resolve() in (run.resolve(), ckpt_dir.resolve()):
+        raise ConfigError(f"--out {out} is the run itself; write the tuned head to a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    wm = load_run(ckpt)
+    cfg = _copy_run_files(run, ckpt_dir, out)
+    save_pretrained_dir(out, wm.weights_with_success_logit(weight, bias), cfg)
+    return out
+
+
 def _copy_run_files(run: Path, ckpt: Path, out: Path) -> dict[str, Any]:
     cfg = json.loads((ckpt / "config.json").read_text())
     for name in ("text_cache.safetensors", "split.json"):

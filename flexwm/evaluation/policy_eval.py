@@ -227,12 +227,16 @@ def _run_real(env: RobotEnv, agent: Any, seeds: list[int], steps: int, tick: Cal
 
 
 def _imagine(wm: WorldModel, env: RobotEnv, make_agent: Callable[[], Any], real: dict[str, Any], seeds: list[int],
-             frames: int, threshold: float, open_loop: bool, tick: Callable[[], Any] = lambda: None
-             ) -> dict[str, Any]:
+             frames: int, threshold: float, open_loop: bool, tick: Callable[[], Any] = lambda: None,
+             imagination: Any = None) -> dict[str, Any]:
+    """Imagine the episodes of `real` (see the module doc). `imagination` (default `Imagination`) is the class of
+    the batch of imagined episodes; one that keeps `features` (the success head's input, e.g.
+    `FeatureImagination`) also returns them per episode and frame."""
     from flexwm.rl.imagination import Imagination
 
     n, stride = len(seeds), int(wm.frame_stride)
-    imag = Imagination(wm, n)
+    imag = (imagination or Imagination)(wm, n)
+    feats = []
     imag.seed(range(n), seeds)
     first = real["first"]
     imag.start(range(n), np.stack([o.image for o in first]), [o.instruction for o in first])
@@ -248,12 +252,15 @@ def _imagine(wm: WorldModel, env: RobotEnv, make_agent: Callable[[], Any], real:
             chunk = np.stack([[env.check_action(a.act(o)) for _ in range(stride)] for a, o in zip(agents, obs)])
         imag.step(chunk)
         trace[:, k] = imag.success.numpy()
+        if getattr(imag, "features", None) is not None:
+            feats.append(imag.features.numpy().copy())
         if not open_loop:
             obs = [Observation(image=img, proprio=None, instruction=o.instruction)
                    for img, o in zip(imag.images(), first)]
         tick()
     best = trace.max(axis=1)
-    return {"success": list(best > threshold), "mean_max_prob": float(best.mean()), "trace": trace}
+    return {"success": list(best > threshold), "mean_max_prob": float(best.mean()), "trace": trace,
+            "features": np.stack(feats, 1) if feats else None}
 
 
 def compare(real: list[float], imagined: list[float], imagined_prob: list[float] | None = None) -> dict[str, Any]:

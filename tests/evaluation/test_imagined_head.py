@@ -111,3 +111,28 @@ def test_cli_picks_training_episodes_evenly_by_outcome(run, tmp_path):
     # writing over the run itself is refused
     r = CliRunner().invoke(app, ["tune-head", "--ckpt", str(path), "--out", str(path)])
     assert r.exit_code != 0 and "new directory" in str(r.exception)
+
+
+def test_episode_level_refit_learns_hard_negatives_and_validates_by_group():
+    """The multiple-instance fit scores an episode by its best window: a head that fires on one window of every
+    failure (the closed-loop imagination's failure mode) is corrected, validated on held-out groups."""
+    from flexwm.evaluation.imagined_head import fit_logistic_max, fit_success_head_episodes
+
+    rng = np.random.default_rng(0)
+    E, T, d = 120, 6, 5
+    y = rng.random(E) < 0.5
+    x = rng.normal(0, 0.3, (E, T, d)).astype(np.float32)
+    x[y, -1, 0] += 2.0  # real successes: a late window carries the success signal on dim 0
+    x[:, 2, 1] += 2.0  # every episode: one window with a spurious signal on dim 1
+    w0, b0 = np.array([1.0, 1.0, 0, 0, 0]), -1.0  # the trained head listens to both dims
+    fit = fit_success_head_episodes(x, y, np.arange(E) % 3, w0, b0)
+    assert fit["validation"]["trained_head_auc"] < 0.8 < fit["train_auc"]
+    assert max(g["held_out_group_auc"] for g in fit["validation"]["grid"]) > 0.8
+    assert fit["weight"][1] < 0.5 < fit["weight"][0]  # the spurious dim is unlearned, the real one kept
+    # a strong pull towards the trained head keeps it
+    w, _ = fit_logistic_max(x, y, w0, b0, l2=1e4)
+    assert np.allclose(w, w0, atol=0.05)
+    with pytest.raises(ConfigError, match="both outcomes"):
+        fit_success_head_episodes(x, np.ones(E, bool), np.arange(E) % 3, w0, b0)
+    with pytest.raises(ConfigError, match="two groups"):
+        fit_success_head_episodes(x, y, np.zeros(E), w0, b0)
