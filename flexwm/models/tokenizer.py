@@ -55,18 +55,16 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.kind != "conv_vae":
-            from flexwm.models.video_vae import resolve_vae_config
+        if self.kind != "conv_vae":  # a diffusers VAE (flexwm.models.video_vae): its config fixes the latents
+            if self.pretrained or self.vae_config:
+                from flexwm.models.video_vae import resolve_vae_config
 
-            self.vae_config = resolve_vae_config(self)
-            self.latent_channels = int(self.vae_config.get("z_dim", 16))
-            if self.image_size % self.downsample:
-                raise ConfigError(f"config key 'image_size' = {self.image_size} is not a multiple of the VAE's "
-                                  f"spatial downsample factor {self.downsample}")
+                self.vae_config = resolve_vae_config(self)
+                self.latent_channels = int(self.vae_config.get("z_dim", 16))
+                if self.image_size % self.downsample:
+                    raise ConfigError(f"config key 'image_size' = {self.image_size} is not a multiple of the VAE's "
+                                      f"spatial downsample factor {self.downsample}")
             return
-        if self.pretrained or self.vae_config:
-            raise ConfigError("config keys 'tokenizer.pretrained' / 'tokenizer.vae_config' are for a diffusers VAE; "
-                              "set tokenizer.kind=diffusers:wan or leave them unset")
         if not self.channels:
             raise ConfigError("config key 'channels' is empty; give one width per resolution level")
         if len(self.res_blocks) != len(self.channels):
@@ -331,7 +329,8 @@ def load_tokenizer(cfg: TokenizerConfig) -> FrameTokenizer:
     from flexwm.models.video_vae import DiffusersVAETokenizer
 
     if cfg.kind == "conv_vae":
-        raise ConfigError("the conv_vae tokenizer is trained per run; use train_tokenizer")
+        raise ConfigError("the conv_vae tokenizer is trained per run; use train_tokenizer (tokenizer.pretrained "
+                          "is for tokenizer.kind=diffusers:wan)")
     return DiffusersVAETokenizer(cfg, load_weights=True).eval()
 
 

@@ -43,6 +43,7 @@ class DiffusersVAETokenizer(FrameTokenizer):
     def __init__(self, config: TokenizerConfig, *, load_weights: bool = False):
         super().__init__()
         self.config = config
+        config.vae_config = resolve_vae_config(config)
         cls = getattr(require_diffusers("tokenizer.kind=diffusers:*"), VAES[config.kind])
         if load_weights and config.pretrained:
             folder, sub = pretrained_subfolder(config.pretrained, "vae")

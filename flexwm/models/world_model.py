@@ -107,14 +107,13 @@ class WorldModelConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.backbone != "native":
-            if not self.backbone_config and self.pretrained:
-                self.backbone_config = read_backbone_config(self.pretrained)
+        # a diffusers backbone's config fixes the width and depth; the checks that need both `backbone` and
+        # `pretrained` wait for the model (FlexWorldModel), so --set overrides may come in any order
+        if self.backbone != "native" and not self.backbone_config and self.pretrained:
+            self.backbone_config = read_backbone_config(self.pretrained)
+        if self.backbone != "native" and self.backbone_config:
             for k, v in trunk_shape(self.backbone, self.backbone_config).items():
                 setattr(self, k, v)
-        elif self.trunk_finetune != "full" or self.pretrained:
-            raise ConfigError("config keys 'pretrained' and 'trunk_finetune' are for a diffusers backbone; set "
-                              f"model.backbone to one of {list(BACKBONES)} or leave them unset")
         c, h, w = self.latent_shape
         p = self.patch_size
         if min(c, h, w) < 1 or h % p or w % p:
@@ -291,6 +290,12 @@ class FlexWorldModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         native = cfg.backbone == "native"
+        if native and (cfg.pretrained or cfg.trunk_finetune != "full"):
+            raise ConfigError("config keys 'model.pretrained' and 'model.trunk_finetune' are for a diffusers "
+                              f"backbone; set model.backbone to one of {list(BACKBONES)} or leave them unset")
+        if not native and not cfg.backbone_config:
+            raise ConfigError(f"model.backbone={cfg.backbone} needs model.pretrained=DIR (a local diffusers "
+                              "transformer or pipeline folder) or model.backbone_config (the class's config)")
         d, C, Fr = cfg.d_model, cfg.context_frames, cfg.future_frames
         c, p = cfg.latent_shape[0], cfg.patch_size
         self.patch_in = nn.Linear(c * p * p, d)

@@ -221,6 +221,9 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
     # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
     cfg = resolve_tokenizer(cfg)
     tok_dir = Path(cfg.tokenizer_path) if cfg.tokenizer_path else run_dir / "tokenizer"
+    if cfg.tokenizer.pretrained and cfg.tokenizer.kind == "conv_vae":
+        raise ConfigError("config key 'tokenizer.pretrained' is for a diffusers VAE; also set "
+                          "tokenizer.kind=diffusers:wan (a trained flexwm tokenizer is reused with tokenizer_path)")
     if (tok_dir / "model.safetensors").exists():
         tokenizer = tok_mod.FrameTokenizer.from_pretrained(tok_dir)
     elif cfg.tokenizer_path:

@@ -144,17 +144,17 @@ def test_pretrained_folder_loads_offline_then_checkpoints_are_self_contained(tmp
 
 def test_errors_name_the_problem_and_the_fix(tmp_path) -> None:
     with pytest.raises(ConfigError, match="model.pretrained=DIR"):
-        preset("tiny", backbone=WAN)
+        FlexWorldModel(preset("tiny", backbone=WAN))
     with pytest.raises(ConfigError, match="text-to-video checkpoint"):
         preset("tiny", backbone=WAN, backbone_config={**TINY_CONFIGS[WAN], "added_kv_proj_dim": 32})
     with pytest.raises(ConfigError, match="save_pretrained"):
         preset("tiny", backbone=WAN, pretrained=str(tmp_path))
     with pytest.raises(ConfigError, match="diffusers backbone"):
-        preset("tiny", trunk_finetune="lora")
+        FlexWorldModel(preset("tiny", trunk_finetune="lora"))
     with pytest.raises(ConfigError, match="blocks \\[5\\] do not exist"):
         FlexWorldModel(_cfg(trunk_finetune="partial", trunk_blocks=[5]))
     with pytest.raises(ConfigError, match="tokenizer.pretrained=DIR"):
-        tok_preset("tiny", kind=WAN)
+        load_tokenizer(tok_preset("tiny", kind=WAN))
 
 
 def test_wan_vae_tokenizer_round_trip_and_pipeline_folder(tmp_path, monkeypatch) -> None:
