@@ -38,10 +38,10 @@ def test_wan_backbone_train_load_propose_rollout_plan_evaluate(tmp_path, monkeyp
     data, run = tmp_path / "data", tmp_path / "run"
     collect_dataset(data, tasks="reach-v3", sources=["expert", "play"], episodes=2, max_steps=16, progress=False)
     sets = ["model.backbone=diffusers:wan", f"model.pretrained={wan}", "model.trunk_finetune=lora",
-            "model.lora_rank=4", "model.patch_size=2", "tokenizer.kind=diffusers:wan", f"tokenizer.pretrained={wan}",
+            "model.lora_rank=4", "tokenizer.kind=diffusers:wan", f"tokenizer.pretrained={wan}",
             "train.steps=6", "train.ckpt_every=3", "train.log_every=3"]
     cfg = run_config("tiny", data=[str(data)], overrides=sets)
-    assert cfg.model.d_model == 32 and cfg.model.backbone_config["num_layers"] == 2
+    assert (cfg.model.d_model, cfg.model.patch_size, cfg.model.backbone_config["num_layers"]) == (32, 2, 2)
     train_world_model(cfg, run, progress=False, until=3)
     train_world_model(cfg, run, progress=False, resume=True)
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -86,10 +86,12 @@ def read_backbone_config(path: str | Path, component: str = "transformer") -> di
 
 
 def trunk_shape(backbone: str, config: dict[str, Any]) -> dict[str, int]:
-    """The flexwm config keys a backbone's diffusers config fixes: d_model, n_heads, n_layers."""
+    """The flexwm config keys a backbone's diffusers config fixes: d_model, n_heads, n_layers and patch_size
+    (the backbone's spatial patch, so its patch embedding and output layer can start flexwm's)."""
     check_backbone(backbone, config)
     heads, head_dim = int(config["num_attention_heads"]), int(config["attention_head_dim"])
-    return {"d_model": heads * head_dim, "n_heads": heads, "n_layers": int(config["num_layers"])}
+    return {"d_model": heads * head_dim, "n_heads": heads, "n_layers": int(config["num_layers"]),
+            "patch_size": int(list(config.get("patch_size", [1, 2, 2]))[1])}
 
 
 def check_backbone(backbone: str, config: dict[str, Any]) -> None:
@@ -104,8 +106,9 @@ def check_backbone(backbone: str, config: dict[str, Any]) -> None:
             raise ConfigError(f"backbone_config is {what}; flexwm conditions on frames itself, so use a "
                               "text-to-video checkpoint (e.g. Wan2.1-T2V-1.3B) instead")
     patch = list(config.get("patch_size", [1, 2, 2]))
-    if patch[0] != 1:
-        raise ConfigError(f"backbone_config patch_size {patch} patches time; flexwm needs a temporal patch of 1")
+    if patch[0] != 1 or patch[1] != patch[2]:
+        raise ConfigError(f"backbone_config patch_size {patch}: flexwm needs a temporal patch of 1 and square "
+                          "spatial patches")
 
 
 def _rotary(freqs: Tensor, split: list[int], grid: tuple[int, int, int]) -> Tensor:

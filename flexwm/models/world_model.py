@@ -74,12 +74,13 @@ class WorldModelConfig:
     text_dim: int = field(384, ge=1, help="instruction embedding size (frozen MiniLM: 384)")
     # the trunk: flexwm's own blocks, or a diffusers video transformer's (flexwm.models.video_backbone)
     backbone: str = field("native", choices=("native", *BACKBONES),
-                          help="native = flexwm's transformer; diffusers:wan = WanTransformer3DModel blocks")
+                          help="native = flexwm's transformer; diffusers:wan = WanTransformer3DModel blocks "
+                               "(docs/pretrained-video.md)")
     pretrained: str | None = field(
         None, help="local diffusers folder (save_pretrained output or a downloaded pipeline) for the backbone")
     backbone_config: dict[str, Any] = field(
         default_factory=dict, help="the diffusers class's config (read from `pretrained` when empty); it fixes "
-                                   "d_model, n_heads and n_layers")
+                                   "d_model, n_heads, n_layers and patch_size")
     trunk_finetune: str = field("full", choices=FINETUNE_MODES,
                                 help="diffusers trunk: train all of it, only `trunk_blocks` (partial), or LoRA")
     trunk_blocks: list[int] = field(default_factory=list, help="partial: trunk blocks that train (default: last)")

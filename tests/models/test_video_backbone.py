@@ -21,7 +21,7 @@ WAN = "diffusers:wan"
 
 
 def _cfg(**kw):
-    return preset("tiny", patch_size=2, backbone=WAN, backbone_config=TINY_CONFIGS[WAN], **kw)
+    return preset("tiny", backbone=WAN, backbone_config=TINY_CONFIGS[WAN], **kw)
 
 
 def _inputs(B=3, seed=0):
@@ -47,7 +47,7 @@ def _pipeline_folder(root, seed=0):
 
 def test_the_trunk_fixes_the_width_and_every_output_has_its_shape() -> None:
     cfg = _cfg()
-    assert (cfg.d_model, cfg.n_heads, cfg.n_layers) == (32, 2, 2)  # from the diffusers config, not the preset
+    assert (cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.patch_size) == (32, 2, 2, 2)  # the backbone's, not the preset's
     model = FlexWorldModel(cfg)
     assert len(model.blocks) == 0 and isinstance(model.trunk.transformer, diffusers.WanTransformer3DModel)
     out = model(**_inputs())
@@ -112,7 +112,7 @@ def test_pretrained_folder_loads_offline_then_checkpoints_are_self_contained(tmp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root, transformer, _ = _pipeline_folder(tmp_path / "wan")
     for pretrained in (root, root / "transformer"):  # a pipeline folder or the transformer's own folder
-        cfg = preset("tiny", patch_size=2, backbone=WAN, pretrained=str(pretrained), trunk_finetune="lora",
+        cfg = preset("tiny", backbone=WAN, pretrained=str(pretrained), trunk_finetune="lora",
                      lora_rank=4)
         assert cfg.backbone_config["num_layers"] == 2  # read from the folder's config.json
         model = FlexWorldModel(cfg, load_pretrained=True)
