@@ -20,6 +20,10 @@ from other tokens sees it in layer one. adaLN is computed on (B, 3, d) and gathe
 almost nothing, while giving every layer direct multiplicative access to its modality's noise level (DiT
 found this much better than in-context time tokens). t = 0 means clean (a condition), t = 1 pure noise.
 
+The trunk (the blocks between the token embeddings and the output layers) is flexwm's `Block` stack, or with
+`backbone=diffusers:wan` the blocks of a diffusers video transformer, driven with the same tokens and per-group
+conditioning (flexwm.models.video_backbone; docs/pretrained-video.md).
+
 The network predicts rectified-flow velocities (noise - x0) for future latents and normalized actions, and
 from the readout token a success logit and progress in [0, 1]. Losses and samplers live in `flow.py`.
 """
