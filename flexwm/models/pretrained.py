@@ -28,7 +28,7 @@ from flexwm.config import check_device, from_dict
 from flexwm.errors import CheckpointError, ConfigError
 from flexwm.io import DIR_MODE, FILE_MODE, atomic_write_json
 from flexwm.models import text as text_mod
-from flexwm.models.tokenizer import ConvAutoencoder
+from flexwm.models.tokenizer import FrameTokenizer
 from flexwm.models.world_model import FlexWorldModel
 from flexwm.runs import MODEL_INDEX, is_exported, resolve_model_dir, resolve_run_dir
 
@@ -82,7 +82,7 @@ def load_components(path: str | Path, *, device: str = "cpu", dtype: torch.dtype
     model = FlexWorldModel.from_pretrained(ckpt, device=device, dtype=dtype).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    tokenizer = ConvAutoencoder.from_pretrained(tok_dir).to(device).eval()
+    tokenizer = FrameTokenizer.from_pretrained(tok_dir).to(device).eval()
     text = text_mod.make_text_encoder(text_cfg, cache_path=cache, device=device)
     text.autosave = False
     return model, tokenizer, text

@@ -35,7 +35,8 @@ from flexwm.io import check_state_dict, load_pretrained_dir, save_pretrained_dir
 
 @dataclass
 class TokenizerConfig:
-    kind: str = field("conv_vae", choices=("conv_vae",), help="tokenizer implementation")
+    kind: str = field("conv_vae", choices=("conv_vae", "diffusers:wan"),
+                      help="conv_vae = flexwm's VAE, trained per run; diffusers:wan = AutoencoderKLWan, used frozen")
     patch_size: int = field(4, choices=(1, 2, 4, 8), help="pixel-(un)shuffle stem: first p x downsampling is free")
     channels: list[int] = field(default_factory=lambda: [48, 96],
                                 help="width per level; downsample = patch_size * 2 ** (len(channels) - 1)")
@@ -47,9 +48,23 @@ class TokenizerConfig:
     variational: bool = field(True, help="VAE (posterior mean at encode time) or a plain autoencoder")
     kl_weight: float = field(1e-4, ge=0.0, help="weight of the per-element mean KL next to the pixel MSE")
     image_size: int = field(64, ge=8, help="nominal frame size (any multiple of the downsample factor works)")
+    pretrained: str | None = field(
+        None, help="diffusers kinds: local folder of the VAE (save_pretrained output or a downloaded pipeline)")
+    vae_config: dict[str, Any] = field(
+        default_factory=dict, help="diffusers kinds: the VAE class's config (read from `pretrained` when empty)")
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.kind != "conv_vae":  # a diffusers VAE (flexwm.models.video_vae): its config fixes the latents
+            if self.pretrained or self.vae_config:
+                from flexwm.models.video_vae import resolve_vae_config
+
+                self.vae_config = resolve_vae_config(self)
+                self.latent_channels = int(self.vae_config.get("z_dim", 16))
+                if self.image_size % self.downsample:
+                    raise ConfigError(f"config key 'image_size' = {self.image_size} is not a multiple of the VAE's "
+                                      f"spatial downsample factor {self.downsample}")
+            return
         if not self.channels:
             raise ConfigError("config key 'channels' is empty; give one width per resolution level")
         if len(self.res_blocks) != len(self.channels):
@@ -68,6 +83,8 @@ class TokenizerConfig:
 
     @property
     def downsample(self) -> int:
+        if self.kind != "conv_vae":
+            return int(self.vae_config.get("scale_factor_spatial") or 8)
         return self.patch_size * 2 ** (len(self.channels) - 1)
 
 
@@ -297,7 +314,24 @@ class ConvAutoencoder(FrameTokenizer):
         return self.latent_shift.clone(), self.latent_scale.clone()
 
 
-TOKENIZERS: dict[str, type[FrameTokenizer]] = {"conv_vae": ConvAutoencoder}
+def _wan_vae(cfg: TokenizerConfig) -> FrameTokenizer:
+    from flexwm.models.video_vae import DiffusersVAETokenizer
+
+    return DiffusersVAETokenizer(cfg)
+
+
+TOKENIZERS: dict[str, Any] = {"conv_vae": ConvAutoencoder, "diffusers:wan": _wan_vae}
+
+
+def load_tokenizer(cfg: TokenizerConfig) -> FrameTokenizer:
+    """A tokenizer that needs no training here: a diffusers VAE read from `cfg.pretrained` (random weights from
+    `cfg.vae_config` without one, for tests)."""
+    from flexwm.models.video_vae import DiffusersVAETokenizer
+
+    if cfg.kind == "conv_vae":
+        raise ConfigError("the conv_vae tokenizer is trained per run; use train_tokenizer (tokenizer.pretrained "
+                          "is for tokenizer.kind=diffusers:wan)")
+    return DiffusersVAETokenizer(cfg, load_weights=True).eval()
 
 
 def make_tokenizer(cfg: TokenizerConfig | str, *, device: str | torch.device = "cpu",

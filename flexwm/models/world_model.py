@@ -20,6 +20,10 @@ from other tokens sees it in layer one. adaLN is computed on (B, 3, d) and gathe
 almost nothing, while giving every layer direct multiplicative access to its modality's noise level (DiT
 found this much better than in-context time tokens). t = 0 means clean (a condition), t = 1 pure noise.
 
+The trunk (the blocks between the token embeddings and the output layers) is flexwm's `Block` stack, or with
+`backbone=diffusers:wan` the blocks of a diffusers video transformer, driven with the same tokens and per-group
+conditioning (flexwm.models.video_backbone; docs/pretrained-video.md).
+
 The network predicts rectified-flow velocities (noise - x0) for future latents and normalized actions, and
 from the readout token a success logit and progress in [0, 1]. Losses and samplers live in `flow.py`.
 """
@@ -41,6 +45,7 @@ from torch import Tensor, nn
 from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.errors import ConfigError
 from flexwm.io import check_state_dict, load_pretrained_dir, save_pretrained_dir
+from flexwm.models.video_backbone import BACKBONES, FINETUNE_MODES, read_backbone_config, trunk_shape
 
 MODES = ("wam", "ac", "inverse", "video", "policy", "score", "uniform")
 VARIANTS = ("flexible", "wam-only", "ac-only")
@@ -71,6 +76,20 @@ class WorldModelConfig:
     mlp_ratio: float = field(4.0, ge=1.0)
     dropout: float = field(0.0, ge=0.0, le=0.9)
     text_dim: int = field(384, ge=1, help="instruction embedding size (frozen MiniLM: 384)")
+    # the trunk: flexwm's own blocks, or a diffusers video transformer's (flexwm.models.video_backbone)
+    backbone: str = field("native", choices=("native", *BACKBONES),
+                          help="native = flexwm's transformer; diffusers:wan = WanTransformer3DModel blocks "
+                               "(docs/pretrained-video.md)")
+    pretrained: str | None = field(
+        None, help="local diffusers folder (save_pretrained output or a downloaded pipeline) for the backbone")
+    backbone_config: dict[str, Any] = field(
+        default_factory=dict, help="the diffusers class's config (read from `pretrained` when empty); it fixes "
+                                   "d_model, n_heads, n_layers and patch_size")
+    trunk_finetune: str = field("full", choices=FINETUNE_MODES,
+                                help="diffusers trunk: train all of it, only `trunk_blocks` (partial), or LoRA")
+    trunk_blocks: list[int] = field(default_factory=list, help="partial: trunk blocks that train (default: last)")
+    lora_rank: int = field(16, ge=1, help="LoRA rank of the trunk's attention and feed-forward projections")
+    lora_alpha: float = field(16.0, ge=1e-6, help="LoRA scale numerator (scale = alpha / rank)")
     embodiments: dict[str, dict[str, int]] = field(
         default_factory=_default_embodiments, help="name -> {action_dim, proprio_dim}")
     # training recipe (read by flow.sample_modes / flow.flex_loss)
@@ -93,6 +112,13 @@ class WorldModelConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        # a diffusers backbone's config fixes the width and depth; the checks that need both `backbone` and
+        # `pretrained` wait for the model (FlexWorldModel), so --set overrides may come in any order
+        if self.backbone != "native" and not self.backbone_config and self.pretrained:
+            self.backbone_config = read_backbone_config(self.pretrained)
+        if self.backbone != "native" and self.backbone_config:
+            for k, v in trunk_shape(self.backbone, self.backbone_config).items():
+                setattr(self, k, v)
         c, h, w = self.latent_shape
         p = self.patch_size
         if min(c, h, w) < 1 or h % p or w % p:
@@ -262,9 +288,19 @@ class ModelOutput:
 
 
 class FlexWorldModel(nn.Module):
-    def __init__(self, cfg: WorldModelConfig):
+    """`load_pretrained`: read a diffusers backbone's weights from `cfg.pretrained` (when training starts);
+    otherwise the trunk starts random, as before a checkpoint's weights are loaded into it."""
+
+    def __init__(self, cfg: WorldModelConfig, *, load_pretrained: bool = False):
         super().__init__()
         self.cfg = cfg
+        native = cfg.backbone == "native"
+        if native and (cfg.pretrained or cfg.trunk_finetune != "full"):
+            raise ConfigError("config keys 'model.pretrained' and 'model.trunk_finetune' are for a diffusers "
+                              f"backbone; set model.backbone to one of {list(BACKBONES)} or leave them unset")
+        if not native and not cfg.backbone_config:
+            raise ConfigError(f"model.backbone={cfg.backbone} needs model.pretrained=DIR (a local diffusers "
+                              "transformer or pipeline folder) or model.backbone_config (the class's config)")
         d, C, Fr = cfg.d_model, cfg.context_frames, cfg.future_frames
         c, p = cfg.latent_shape[0], cfg.patch_size
         self.patch_in = nn.Linear(c * p * p, d)
@@ -275,11 +311,12 @@ class FlexWorldModel(nn.Module):
         self.absent_video, self.absent_action = emb(d), emb(d)
         self.frame_pos, self.patch_pos = emb(C + Fr, d), emb(cfg.tokens_per_frame, d)
         self.action_pos = emb(cfg.action_tokens, d)
-        self.time_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        if native:  # a diffusers trunk brings its own time embedding
+            self.time_mlp = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.group_emb = emb(3, d)  # condition / video / action
         self.absent_cond = emb(2, d)  # conditioning vector of an absent video / action group
         self.adapters = nn.ModuleDict({n: EmbodimentAdapter(cfg, **s) for n, s in cfg.embodiments.items()})
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)] if native else [])
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.video_out = nn.Linear(d, c * p * p)
@@ -296,6 +333,13 @@ class FlexWorldModel(nn.Module):
             nn.init.zeros_(m.bias)
         for a in self.adapters.values():
             nn.init.zeros_(a.action_out.weight)
+        if not native:  # added after flexwm's initialisation, which must not touch pretrained weights
+            from flexwm.models.video_backbone import DiffusersTrunk
+
+            self.trunk = DiffusersTrunk(cfg, load_weights=load_pretrained)
+            if load_pretrained:
+                self.trunk.copy_patch_layers(self.patch_in, self.video_out, c, p)
+            self.trunk.set_finetune(cfg.trunk_finetune, list(cfg.trunk_blocks), cfg.lora_rank, cfg.lora_alpha)
 
     @staticmethod
     def _init_linear(m: nn.Module) -> None:
@@ -385,7 +429,7 @@ class FlexWorldModel(nn.Module):
         per example (its values are then never read). `text`/`proprio` None or masked -> null / absent token.
         """
         cfg, ad = self.cfg, self.adapter(embodiment)
-        B, dev, x_dtype = context.shape[0], context.device, self.patch_in.weight.dtype
+        B, dev = context.shape[0], context.device
         C, Fr, A, H = cfg.context_frames, cfg.future_frames, ad.action_dim, cfg.action_horizon
         d, p = cfg.d_model, cfg.patch_size
         if tuple(context.shape[1:]) != (C, *cfg.latent_shape):
@@ -436,14 +480,13 @@ class FlexWorldModel(nn.Module):
         tok_act = tok_act + self.action_pos
 
         # one conditioning vector per token group and example
-        temb = lambda t: self.time_mlp(timestep_embedding(t, 256).to(x_dtype))  # noqa: E731
-        c_vid = sel(video_present, temb(video_t), self.absent_cond[0].expand(B, d))
-        c_act = sel(action_present, temb(action_t), self.absent_cond[1].expand(B, d))
-        cond = torch.stack([torch.zeros_like(c_vid), c_vid, c_act], 1) + self.group_emb  # (B, 3, d)
+        c_vid = sel(video_present, self.time_embedding(video_t), self.absent_cond[0].expand(B, d))
+        c_act = sel(action_present, self.time_embedding(action_t), self.absent_cond[1].expand(B, d))
+        c_cond = torch.zeros_like(c_vid) if cfg.backbone == "native" else self.time_embedding(zeros)  # clean
+        cond = torch.stack([c_cond, c_vid, c_act], 1) + self.group_emb  # (B, 3, d)
 
         x = torch.cat([special, tok_ctx, tok_fut, tok_act], 1) + cond[:, self.group]
-        for block in self.blocks:
-            x = block(x, cond, self.group)
+        x = self.run_trunk(x, cond, special)
         shift, scale = self.final_ada(F.silu(cond))[:, self.group].chunk(2, dim=-1)
         y = modulate(self.final_norm(x), shift, scale)
 
@@ -452,6 +495,26 @@ class FlexWorldModel(nn.Module):
         act = ad.action_out(y[:, 4 + n_ctx + n_fut:]).reshape(B, H, A)
         head = self.head(self.head_norm(x[:, 3]))
         return ModelOutput(video=video, actions=act, success_logit=head[:, 0], progress=torch.sigmoid(head[:, 1]))
+
+    def time_embedding(self, t: Tensor) -> Tensor:
+        """Flow times (B,) in [0, 1] -> (B, d): flexwm's sinusoid + MLP, or the diffusers backbone's own."""
+        dtype = self.patch_in.weight.dtype
+        if self.cfg.backbone == "native":
+            return self.time_mlp(timestep_embedding(t, 256).to(dtype))
+        return self.trunk.time_embedding(t).to(dtype)
+
+    def run_trunk(self, x: Tensor, cond: Tensor, special: Tensor) -> Tensor:
+        """The transformer blocks over all N tokens, each modulated by its group's conditioning vector."""
+        if self.cfg.backbone == "native":
+            for block in self.blocks:
+                x = block(x, cond, self.group)
+            return x
+        cfg = self.cfg
+        _, h, w = cfg.latent_shape
+        grid = (cfg.context_frames + cfg.future_frames, h // cfg.patch_size, w // cfg.patch_size)
+        rotary = self.trunk.rotary(4, grid, cfg.action_tokens, x.device)
+        # cross-attention reads the embodiment, instruction and proprio tokens (where Wan reads its text)
+        return self.trunk(x, cond, self.group, special[:, :3], rotary)
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def num_parameters(self) -> int:

@@ -221,10 +221,16 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
     # frame tokenizer: reuse, resume from the run directory, or train on the training episodes
     cfg = resolve_tokenizer(cfg)
     tok_dir = Path(cfg.tokenizer_path) if cfg.tokenizer_path else run_dir / "tokenizer"
+    if cfg.tokenizer.pretrained and cfg.tokenizer.kind == "conv_vae":
+        raise ConfigError("config key 'tokenizer.pretrained' is for a diffusers VAE; also set "
+                          "tokenizer.kind=diffusers:wan (a trained flexwm tokenizer is reused with tokenizer_path)")
     if (tok_dir / "model.safetensors").exists():
-        tokenizer = tok_mod.ConvAutoencoder.from_pretrained(tok_dir)
+        tokenizer = tok_mod.FrameTokenizer.from_pretrained(tok_dir)
     elif cfg.tokenizer_path:
         raise ConfigError(f"tokenizer_path {tok_dir} holds no model.safetensors")
+    elif cfg.tokenizer.kind != "conv_vae":  # a diffusers VAE: used frozen, saved into the run as it is
+        tokenizer = tok_mod.load_tokenizer(cfg.tokenizer)
+        tokenizer.save_pretrained(tok_dir)
     else:
         episodes = [ds.load_episode(i).frames for ds, (tr, _) in zip(datasets, splits) for i in tr]
         tokenizer, _ = tok_mod.train_tokenizer(np.concatenate(episodes), cfg.tokenizer, steps=cfg.tokenizer_steps,
@@ -454,7 +460,7 @@ def build_model(cfg: RunConfig, prep: Prepared) -> tuple[wm_mod.FlexWorldModel, 
                                                              latent_shape=prep.latent_shape))
     validate(cfg)
     torch.manual_seed(cfg.seed)
-    model = wm_mod.FlexWorldModel(cfg.model)
+    model = wm_mod.FlexWorldModel(cfg.model, load_pretrained=True)  # a diffusers backbone reads its weights
     _set_stats(model, prep, embodiments)
     if cfg.model.video_residual:
         model.set_video_delta_std(video_delta_std(prep, cfg))
