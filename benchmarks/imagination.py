@@ -160,9 +160,31 @@ def load_records(directory: Path) -> list[dict[str, Any]]:
     return recs
 
 
-def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float) -> dict[str, Any]:
+RULES = {"max": lambda trace: np.max(trace, axis=1), "mean": lambda trace: np.mean(trace, axis=1)}
+
+
+def episode_scores(rec: dict[str, Any], model: str, rule: str = "max") -> np.ndarray:
+    """Each episode's imagined score: the max (as `flexwm evaluate-policies`) or mean P(success) over its frames."""
+    return RULES[rule](np.asarray(rec["imagined_prob"][model]))
+
+
+def choose_threshold(recs: list[dict[str, Any]], model: str, rule: str) -> dict[str, Any]:
+    """The threshold with the best balanced accuracy of `rule` scores against real outcomes on `recs` (rollouts
+    of other tasks and seeds than the suite's), and the episode AUC there."""
+    from flexwm.evaluation.calibrate import auc, best_threshold
+
+    recs = [r for r in recs if model in r["imagined_prob"]]
+    s = np.concatenate([episode_scores(r, model, rule) for r in recs])
+    y = np.concatenate([np.asarray(r["real_success"], bool) for r in recs])
+    t, bacc = best_threshold(s, y)
+    return {"threshold": t, "balanced_accuracy": bacc, "auc": auc(s, y), "episodes": int(len(y)),
+            "tasks": sorted({r["task"] for r in recs}), "rule": rule}
+
+
+def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float, rule: str = "max") -> dict[str, Any]:
     """Per policy: real and imagined success averaged over tasks (every task weighs the same); the statistics
-    across policies, and across (policy, task) cells as a finer check."""
+    across policies, and across (policy, task) cells as a finer check. An episode is imagined successful when
+    its `rule` score (max or mean P(success) over the imagined frames) is above `threshold`."""
     from flexwm.evaluation.policy_eval import compare
     from flexwm.evaluation.stats import success_summary
 
@@ -177,7 +199,7 @@ def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float) -> dic
         real, imag, prob = [], [], []
         for t in tasks:
             r = cell[(t, n)]
-            best = np.max(np.asarray(r["imagined_prob"][model]), axis=1)
+            best = episode_scores(r, model, rule)
             real += r["real_success"]
             imag += list(best > threshold)
             prob += list(best)
@@ -191,8 +213,8 @@ def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float) -> dic
                     [p["imagined_mean_max_prob"] for p in policies])
     per_cell = compare(cells_real, cells_imag)
     episodes = {len(r["real_success"]) for r in recs}
-    return {"model": model, "threshold": threshold, "pearson": stats["pearson"], "spearman": stats["spearman"],
-            "mmrv": stats["mmrv"], "pearson_prob": stats.get("pearson_prob"),
+    return {"model": model, "threshold": threshold, "rule": rule, "pearson": stats["pearson"],
+            "spearman": stats["spearman"], "mmrv": stats["mmrv"], "pearson_prob": stats.get("pearson_prob"),
             "per_policy_task": {"pearson": per_cell["pearson"], "spearman": per_cell["spearman"],
                                 "mmrv": per_cell["mmrv"], "cells": len(cells_real)},
             "policies": len(policies),
@@ -239,13 +261,30 @@ def assemble(args: argparse.Namespace) -> None:
         if m in cal:
             evaluations[m]["calibrated"] = {**suite_stats(recs, m, float(cal[m]["threshold"])),
                                             "calibration": {"auc": cal[m]["auc"], "command": cal[m].get("command")}}
-    pick = lambda m: evaluations[m].get("calibrated", evaluations[m]["0.5"])  # noqa: E731
-    out: dict[str, Any] = {"policy_eval": pick(args.main_model), "evaluations": evaluations}
+    if args.rule_data:  # rule and threshold chosen on closed-loop rollouts of other tasks and seeds
+        rule_recs = load_records(Path(args.rule_data))
+        for m in models:
+            if any(m in r["imagined_prob"] for r in rule_recs):
+                for rule in RULES:
+                    sel = choose_threshold(rule_recs, m, rule)
+                    evaluations[m][f"rollout-calibrated {rule}"] = {**suite_stats(recs, m, sel["threshold"], rule),
+                                                                    "calibration": sel}
+    main_key, base_key = args.main_key or "0.5", args.baseline_key or "0.5"
+    out: dict[str, Any] = {"policy_eval": evaluations[args.main_model][main_key], "evaluations": evaluations}
     if args.baseline_model in evaluations:
-        out["policy_eval_ac_only"] = pick(args.baseline_model)
+        out["policy_eval_ac_only"] = evaluations[args.baseline_model][base_key]
     if args.speed:
         sp = json.loads(Path(args.speed).read_text())
-        out["speed"] = sp
+        out["speed"] = {"imagined_per_real": sp["best_imagined_over_real"], "flow_steps": sp["flow_steps"],
+                        "best": sp["best"], "real_sim_steps_per_s_64px": sp["real_sim_steps_per_s_64px"],
+                        "auc_4_steps": cal[args.main_model]["auc"] if args.main_model in cal else None,
+                        "source": args.speed}
+        if args.speed_fast and args.calibration_fast:
+            fast = json.loads(Path(args.speed_fast).read_text())
+            cf = json.loads(Path(args.calibration_fast).read_text())
+            out["speed"].update({"imagined_per_real_fast": fast["best_imagined_over_real"],
+                                 "fast_flow_steps": fast["flow_steps"], "auc_fast": cf["auc"],
+                                 "fast_source": args.speed_fast})
     out["hybrid"] = json.loads(Path(args.hybrid).read_text()) if args.hybrid else None
     out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -281,9 +320,16 @@ def main() -> None:
     a = sub.add_parser("assemble", help="statistics and the results file")
     a.add_argument("--dir", required=True)
     a.add_argument("--calibration", action="append", default=[], help="MODEL=FILE (flexwm calibrate output)")
+    a.add_argument("--rule-data", default=None, help="a `suite` --out on other tasks / seeds: chooses the rule "
+                                                      "(max or mean over frames) thresholds there")
     a.add_argument("--main-model", default="flexible")
+    a.add_argument("--main-key", default=None, help="which evaluation of the main model is the headline "
+                                                    "(0.5, calibrated, rollout-calibrated max|mean; default 0.5)")
+    a.add_argument("--baseline-key", default=None)
     a.add_argument("--baseline-model", default="ac-only")
     a.add_argument("--speed", default=None)
+    a.add_argument("--speed-fast", default=None, help="benchmarks/imagine.py output at fewer flow steps")
+    a.add_argument("--calibration-fast", default=None, help="flexwm calibrate output at those flow steps")
     a.add_argument("--hybrid", default=None)
     a.add_argument("--rl", default=None)
     a.add_argument("--out", required=True)
