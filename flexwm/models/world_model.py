@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.errors import ConfigError
@@ -317,6 +318,7 @@ class FlexWorldModel(nn.Module):
         self.absent_cond = emb(2, d)  # conditioning vector of an absent video / action group
         self.adapters = nn.ModuleDict({n: EmbodimentAdapter(cfg, **s) for n, s in cfg.embodiments.items()})
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)] if native else [])
+        self.gradient_checkpointing = False  # recompute block activations in backward (training option)
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.video_out = nn.Linear(d, c * p * p)
@@ -507,7 +509,10 @@ class FlexWorldModel(nn.Module):
         """The transformer blocks over all N tokens, each modulated by its group's conditioning vector."""
         if self.cfg.backbone == "native":
             for block in self.blocks:
-                x = block(x, cond, self.group)
+                if self.gradient_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(block, x, cond, self.group, use_reentrant=False)
+                else:
+                    x = block(x, cond, self.group)
             return x
         cfg = self.cfg
         _, h, w = cfg.latent_shape
