@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def shard_model(model: nn.Module, device: str, world: int, amp: str = "none") ->
     mesh = init_device_mesh(device.split(":")[0], (world,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if amp == "bf16" \
         else MixedPrecisionPolicy()
+    # the model returns views (heads split from one tensor); flex_loss never modifies outputs in place, which is
+    # what FSDP2 warns about
+    warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
     for block in transformer_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
