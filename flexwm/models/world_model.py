@@ -478,7 +478,8 @@ class FlexWorldModel(nn.Module):
             if tuple(actions.shape[1:]) != (H, A):
                 raise ConfigError(f"actions have shape {tuple(actions.shape)} but embodiment {embodiment!r} "
                                   f"expects (B, {H}, {A})")
-            tok_act = sel(action_present, ad.action_in(actions.reshape(B, cfg.action_tokens, -1)), tok_act)
+            tok_in = actions.reshape(B, cfg.action_tokens, cfg.actions_per_token * A)  # B may be 0
+            tok_act = sel(action_present, ad.action_in(tok_in), tok_act)
         tok_act = tok_act + self.action_pos
 
         # one conditioning vector per token group and example

@@ -301,3 +301,16 @@ def test_gradient_checkpointing_recomputes_blocks_with_the_same_gradients():
     assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
     for k in grads_a:
         torch.testing.assert_close(grads_b[k], grads_a[k], rtol=1e-6, atol=1e-7)
+
+
+def test_an_empty_batch_runs_forward_and_backward():
+    """Under torchrun a process may hold no row of a small embodiment group; it still runs the model."""
+    model = FlexWorldModel(preset("tiny", embodiments={"sawyer": {"action_dim": 4, "proprio_dim": 4}}))
+    cfg = model.cfg
+    out = model(embodiment="sawyer", context=torch.zeros(0, cfg.context_frames, *cfg.latent_shape),
+                future=torch.zeros(0, cfg.future_frames, *cfg.latent_shape),
+                actions=torch.zeros(0, cfg.action_horizon, 4), proprio=torch.zeros(0, 4),
+                text=torch.zeros(0, cfg.text_dim))
+    assert out.video.shape[0] == out.actions.shape[0] == out.success_logit.shape[0] == 0
+    (out.video.sum() + out.actions.sum()).backward()
+    assert model.blocks[0].qkv.weight.grad is not None
