@@ -24,6 +24,8 @@ from tests.helpers.toy_training_data import write_toy_dataset
 SETTINGS = ["--set", "tokenizer.image_size=32", "--set", "tokenizer_steps=5", "--set", "train.steps=6",
             "--set", "train.ckpt_every=3", "--set", "train.log_every=1", "--set", "train.num_threads=1"]
 
+TIMEOUT_S = 900  # ~40 s on an idle 2-core machine; generous for shared, loaded ones
+
 
 def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -50,7 +52,7 @@ def runs(tmp_path_factory):
     data = [write_toy_dataset(root / "toy", n=12), write_toy_dataset(root / "rare", n=2, embodiment="rare")]
     overrides = [s for s in SETTINGS if s != "--set"]
     one = train_world_model(run_config("tiny", data=data, overrides=overrides), root / "one", progress=False)
-    subprocess.run(_torchrun(data, root / "two"), check=True, env=_env(), capture_output=True, timeout=300)
+    subprocess.run(_torchrun(data, root / "two"), check=True, env=_env(), capture_output=True, timeout=TIMEOUT_S)
     return {"root": root, "data": data, "one": one.parent.parent, "two": root / "two"}
 
 
@@ -75,14 +77,14 @@ def test_fsdp_kill9_after_a_checkpoint_then_resume_equals_uninterrupted(runs):
     cmd = _torchrun(runs["data"], run, "--resume")
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    latest, deadline = run / "checkpoints" / "latest.json", time.time() + 240
+    latest, deadline = run / "checkpoints" / "latest.json", time.time() + TIMEOUT_S
     while not latest.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
     proc.wait()
     assert json.loads(latest.read_text())["step"] < 6
-    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=300)
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=TIMEOUT_S)
     wa, wb = _weights(runs["two"]), _weights(run)
     assert find_latest(run).name == "step-00000006"
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
