@@ -63,9 +63,9 @@ def main() -> None:
                        ckpt_every=10**9, device=args.device, amp=args.amp, distributed="fsdp" if args.fsdp else "ddp",
                        activation_checkpointing=args.activation_checkpointing)
 
-    def make_batch(indices: torch.Tensor) -> dict:
-        n = len(indices)
-        g = torch.Generator().manual_seed(int(indices[0]))
+    def make_batch(indices: torch.Tensor) -> dict:  # the global batch's indices: this process's rows of it
+        n = len(indices[shard.rows(len(indices))])
+        g = torch.Generator().manual_seed(int(indices[0]) * 1000 + shard.rank)
         return {"context": torch.randn(n, cfg.context_frames, *cfg.latent_shape, generator=g),
                 "future": torch.randn(n, cfg.future_frames, *cfg.latent_shape, generator=g),
                 "actions": torch.rand(n, cfg.action_horizon, A, generator=g) * 2 - 1,
@@ -73,17 +73,17 @@ def main() -> None:
                 "has_text": torch.ones(n, dtype=torch.bool), "success": torch.ones(n), "progress": torch.ones(n),
                 "valid": torch.ones(n, cfg.action_horizon, dtype=torch.bool), "embodiment": emb}
 
-    shard: Shard | None = None
+    shard = Shard()
 
     def loss_fn(net: torch.nn.Module, batch: dict, generator: torch.Generator):
         dev = next(net.parameters()).device
         batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-        n = batch["context"].shape[0]
-        modes = flow.sample_modes(n, torch.zeros(n, dtype=torch.long), cfg, generator)
-        return flow.flex_loss(_Forward(net, getattr(net, "module", net)), batch, modes, generator)
+        modes = flow.sample_modes(B, torch.zeros(B, dtype=torch.long), cfg, generator)  # the whole batch's
+        return flow.flex_loss(_Forward(net, getattr(net, "module", net)), batch, modes, generator,
+                              shard=shard if shard.world > 1 else None)
 
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(model, loss_fn, make_batch, 10 * B, tcfg, run_dir, {}, progress=False)
+        trainer = Trainer(model, loss_fn, make_batch, 10 * B, tcfg, run_dir, {}, progress=False, global_batch=True)
         shard = trainer.shard
         stamps: list[float] = []
 
