@@ -457,7 +457,7 @@ class FlexWorldModel(nn.Module):
             if proprio.shape[-1] != ad.proprio_dim:
                 raise ConfigError(f"proprio has dim {proprio.shape[-1]} but embodiment {embodiment!r} expects "
                                   f"{ad.proprio_dim}")
-            z = ((proprio - ad.proprio_mean) / ad.proprio_std).to(x_dtype)  # fp32 statistics, maybe bf16 weights
+            z = ((proprio - ad.proprio_mean) / ad.proprio_std).to(ad.proprio_in[0].weight.dtype)  # fp32 stats
             tok_prop = sel(proprio_present, ad.proprio_in(z), tok_prop)
         special = torch.stack([ad.token.expand(B, d), tok_txt, tok_prop, self.readout.expand(B, d)], 1)
         special = special + self.special_pos
