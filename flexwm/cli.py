@@ -203,7 +203,8 @@ def train(
                      camera=camera, outcome=outcome, resize=resize)
     path = train_world_model(cfg, out, resume=resume, command=_command(),
                              tensorboard=_tensorboard(tensorboard, tensorboard_dir))
-    _echo_json({"checkpoint": str(path), "steps": cfg.train.steps, "out": str(out)})
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (from rank 0)
+        _echo_json({"checkpoint": str(path), "steps": cfg.train.steps, "out": str(out)})
 
 
 @app.command("train-bc")

@@ -31,7 +31,7 @@ generative modes, so instruction-conditioned generation models successes only.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from torch import Tensor
 
 from flexwm.errors import ConfigError
 from flexwm.models.world_model import MODES, FlexWorldModel, ModelOutput, WorldModelConfig
+
+if TYPE_CHECKING:
+    from flexwm.training.distributed import Shard
 
 # episode outcome (flexwm.data.episode.OUTCOMES) -> code; the one table, used by training (flexwm.training.run) too
 # unlabelled: an episode of a dataset flexwm did not write, outcome not declared (trained like play, and never
@@ -78,6 +81,9 @@ class ModeSpec:
     def to(self, device: torch.device | str) -> ModeSpec:
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         return ModeSpec(**{k: v.to(device) if isinstance(v, Tensor) else v for k, v in kw.items()})
+
+    def select(self, rows: slice) -> ModeSpec:
+        return ModeSpec(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 def outcome_codes(outcomes: Any, batch_size: int) -> Tensor:
@@ -171,7 +177,7 @@ def _masked_mean(err: Tensor, mask: Tensor) -> Tensor:
 
 
 def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
-              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+              generator: torch.Generator | None = None, shard: Shard | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Flow-matching loss on the generated modalities + success BCE and progress MSE on score rows.
 
     batch: context (B,C,c,h,w), future (B,F,c,h,w), actions (B,H,A) native units, proprio (B,P), text (B,384),
@@ -179,13 +185,22 @@ def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
     optional future_valid (B,F) bool (default: frame k valid iff action (k+1)*frame_stride-1 is valid),
     embodiment str. Video MSE is averaged over valid generated frames, action MSE over valid generated steps.
     Metrics are detached tensors (call .item() when logging, not every step).
+
+    `shard` (processes started by torchrun): `batch` holds only this process's rows `shard.rows(n)` of a batch of
+    n rows shared by the processes, while `modes` and the noise are drawn for all n rows (identical generators on
+    every process); each masked mean divides by the count summed over processes and is multiplied by their number
+    (their gradients are averaged), so together they compute the one-process loss. Metrics are then the batch's.
     """
     cfg, emb = model.cfg, batch["embodiment"]
     context = batch["context"]
     x0_v = model.video_to_model(batch["future"], context)
     dev = context.device
     B = context.shape[0]
-    m = modes.to(dev)
+    n_all = len(modes.names)
+    rows = slice(0, n_all) if shard is None else shard.rows(n_all)
+    if rows.stop - rows.start != B:
+        raise ConfigError(f"the batch has {B} rows but the modes were drawn for rows {rows.start}:{rows.stop}")
+    m = modes.to(dev) if shard is None else modes.select(rows).to(dev)
     x0_a = model.normalize_actions(emb, batch["actions"])
     valid = batch.get("valid")
     valid = torch.ones(x0_a.shape[:2], dtype=torch.bool, device=dev) if valid is None else valid.to(dev).bool()
@@ -197,7 +212,11 @@ def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
     if text is not None and has_text is None:
         has_text = text.abs().sum(-1) > 0
 
-    noise_v, noise_a = _randn(tuple(x0_v.shape), generator, x0_v), _randn(tuple(x0_a.shape), generator, x0_a)
+    if shard is None:
+        noise_v, noise_a = _randn(tuple(x0_v.shape), generator, x0_v), _randn(tuple(x0_a.shape), generator, x0_a)
+    else:  # the noise of the whole batch, this process's rows of it
+        noise_v = _randn((n_all, *x0_v.shape[1:]), generator, x0_v)[rows]
+        noise_a = _randn((n_all, *x0_a.shape[1:]), generator, x0_a)[rows]
     tv, ta = m.video_t.to(x0_v.dtype), m.action_t.to(x0_a.dtype)
     xt_v = (1 - tv.view(B, 1, 1, 1, 1)) * x0_v + tv.view(B, 1, 1, 1, 1) * noise_v
     xt_a = (1 - ta.view(B, 1, 1)) * x0_a + ta.view(B, 1, 1) * noise_a
@@ -208,23 +227,34 @@ def flex_loss(model: FlexWorldModel, batch: dict[str, Any], modes: ModeSpec,
 
     err_v = (out.video - (noise_v - x0_v)).pow(2).mean(dim=(2, 3, 4))  # (B, F)
     err_a = (out.actions - (noise_a - x0_a)).pow(2).mean(dim=-1)  # (B, H)
-    loss_v = _masked_mean(err_v, m.video_generated[:, None] & future_valid.to(dev).bool())
-    loss_a = _masked_mean(err_a, m.actions_generated[:, None] & valid)
+    mask_v, mask_a = m.video_generated[:, None] & future_valid.to(dev).bool(), m.actions_generated[:, None] & valid
+    heads = bool(modes.train_heads.any())  # host-side mask (of the whole batch): no device sync
+    mean = lambda err, mask, _: _masked_mean(err, mask)  # noqa: E731
+    if shard is not None:  # denominators summed over processes, in one all-reduce
+        counts = shard.all_sum(torch.stack([mask_v.sum(), mask_a.sum(), m.train_heads.sum()]).to(err_v.dtype))
+        denom = dict(zip(("v", "a", "s"), counts.clamp_min(1.0) / shard.world))
+        mean = lambda err, mask, k: (err * mask.to(err.dtype)).sum() / denom[k]  # noqa: E731
+    loss_v = mean(err_v, mask_v, "v")
+    loss_a = mean(err_a, mask_a, "a")
     loss_s = loss_p = out.success_logit.new_zeros(())
-    if bool(modes.train_heads.any()):  # host-side mask: no device sync
+    if heads:
         if batch.get("success") is None or batch.get("progress") is None:
             raise ConfigError("score-mode rows need batch['success'] and batch['progress'] labels")
         succ = batch["success"].to(dev, out.success_logit.dtype)
         prog = batch["progress"].to(dev, out.progress.dtype)
-        loss_s = _masked_mean(F.binary_cross_entropy_with_logits(out.success_logit, succ, reduction="none"),
-                              m.train_heads)
-        loss_p = _masked_mean((out.progress - prog).pow(2), m.train_heads)
+        loss_s = mean(F.binary_cross_entropy_with_logits(out.success_logit, succ, reduction="none"),
+                      m.train_heads, "s")
+        loss_p = mean((out.progress - prog).pow(2), m.train_heads, "s")
     loss = (cfg.video_loss_weight * loss_v + cfg.action_loss_weight * loss_a
             + cfg.success_loss_weight * loss_s + cfg.progress_loss_weight * loss_p)
     metrics = {"loss": loss.detach(), "loss_video": loss_v.detach(), "loss_action": loss_a.detach(),
                "loss_success": loss_s.detach(), "loss_progress": loss_p.detach(),
                "n_video": m.video_generated.sum(), "n_action": m.actions_generated.sum(),
                "n_score": m.train_heads.sum()}
+    if shard is not None:  # the batch's metrics: losses averaged over processes, counts summed
+        keys = list(metrics)
+        total = shard.all_sum(torch.stack([metrics[k].float() for k in keys]))
+        metrics = {k: v / shard.world if k.startswith("loss") else v for k, v in zip(keys, total)}
     return loss, metrics
 
 

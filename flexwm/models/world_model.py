@@ -41,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from flexwm.config import field, from_dict, to_dict, validate
 from flexwm.errors import ConfigError
@@ -317,6 +318,7 @@ class FlexWorldModel(nn.Module):
         self.absent_cond = emb(2, d)  # conditioning vector of an absent video / action group
         self.adapters = nn.ModuleDict({n: EmbodimentAdapter(cfg, **s) for n, s in cfg.embodiments.items()})
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)] if native else [])
+        self.gradient_checkpointing = False  # recompute block activations in backward (training option)
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(d, 2 * d)
         self.video_out = nn.Linear(d, c * p * p)
@@ -455,7 +457,8 @@ class FlexWorldModel(nn.Module):
             if proprio.shape[-1] != ad.proprio_dim:
                 raise ConfigError(f"proprio has dim {proprio.shape[-1]} but embodiment {embodiment!r} expects "
                                   f"{ad.proprio_dim}")
-            tok_prop = sel(proprio_present, ad.proprio_in((proprio - ad.proprio_mean) / ad.proprio_std), tok_prop)
+            z = ((proprio - ad.proprio_mean) / ad.proprio_std).to(ad.proprio_in[0].weight.dtype)  # fp32 stats
+            tok_prop = sel(proprio_present, ad.proprio_in(z), tok_prop)
         special = torch.stack([ad.token.expand(B, d), tok_txt, tok_prop, self.readout.expand(B, d)], 1)
         special = special + self.special_pos
 
@@ -476,7 +479,8 @@ class FlexWorldModel(nn.Module):
             if tuple(actions.shape[1:]) != (H, A):
                 raise ConfigError(f"actions have shape {tuple(actions.shape)} but embodiment {embodiment!r} "
                                   f"expects (B, {H}, {A})")
-            tok_act = sel(action_present, ad.action_in(actions.reshape(B, cfg.action_tokens, -1)), tok_act)
+            tok_in = actions.reshape(B, cfg.action_tokens, cfg.actions_per_token * A)  # B may be 0
+            tok_act = sel(action_present, ad.action_in(tok_in), tok_act)
         tok_act = tok_act + self.action_pos
 
         # one conditioning vector per token group and example
@@ -507,7 +511,10 @@ class FlexWorldModel(nn.Module):
         """The transformer blocks over all N tokens, each modulated by its group's conditioning vector."""
         if self.cfg.backbone == "native":
             for block in self.blocks:
-                x = block(x, cond, self.group)
+                if self.gradient_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(block, x, cond, self.group, use_reentrant=False)
+                else:
+                    x = block(x, cond, self.group)
             return x
         cfg = self.cfg
         _, h, w = cfg.latent_shape

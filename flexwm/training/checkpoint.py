@@ -8,6 +8,7 @@ Layout of one checkpoint directory (``RUN/checkpoints/step-00001000/``):
         raw_model.safetensors  the optimised (non-EMA) weights
         optimizer.safetensors  optimizer tensors;  optimizer.json: param groups and scalars
         rng.safetensors        torch / generator RNG states; state.json: step, scheduler, sampler, python RNG
+        sharded/, rng/         instead, in an FSDP run: each process's shards (flexwm.training.distributed)
 
 The directory is written under a temporary name and renamed into place, then ``RUN/checkpoints/latest.json`` is
 replaced atomically, so a ``kill -9`` at any moment leaves the previous checkpoint intact and usable.
@@ -68,8 +69,10 @@ def refuse_pickles(path: Path) -> None:
 def save_checkpoint(run_dir: str | Path, *, step: int, model_state: dict[str, torch.Tensor], config: dict,
                     raw_model_state: dict[str, torch.Tensor] | None = None, optimizer: dict | None = None,
                     rng: dict[str, torch.Tensor] | None = None, state: dict | None = None,
-                    keep_last: int = 2) -> Path:
-    """Write one checkpoint atomically and point ``latest.json`` at it. Returns the checkpoint directory."""
+                    keep_last: int = 2, state_dir: Path | None = None) -> Path:
+    """Write one checkpoint atomically and point ``latest.json`` at it. Returns the checkpoint directory.
+    `state_dir`: a directory already written on the same filesystem (an FSDP run's shards) whose entries are
+    moved into ``training_state/`` before the checkpoint appears."""
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:08d}"
@@ -79,6 +82,10 @@ def save_checkpoint(run_dir: str | Path, *, step: int, model_state: dict[str, to
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         ts = tmp / "training_state"
         ts.mkdir()
+        if state_dir is not None:
+            for entry in Path(state_dir).iterdir():
+                os.replace(entry, ts / entry.name)
+            Path(state_dir).rmdir()
         if raw_model_state is not None:
             save_file(_contiguous(raw_model_state), str(ts / "raw_model.safetensors"))
         if optimizer is not None:

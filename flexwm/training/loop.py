@@ -1,5 +1,6 @@
 """The training loop: AdamW, warmup + cosine, EMA weights, gradient clipping, atomic checkpoints, exact resume,
-and DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on GPUs).
+and, under ``torchrun`` (gloo on CPU, NCCL on GPUs), DistributedDataParallel or FSDP2 with sharded checkpoints
+(`flexwm.training.distributed`).
 
 The loop is model-agnostic (dreamerv3-style: a runner receives its parts). It gets a model, a loss function
 ``loss_fn(model, batch, generator) -> (loss, metrics)``, a ``make_batch(indices) -> batch`` function and the
@@ -9,8 +10,10 @@ from a checkpoint continues exactly the loss curve of an uninterrupted run on CP
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +25,11 @@ import torch.distributed as dist
 from torch import nn
 
 from flexwm.config import field
-from flexwm.errors import FlexWMError
+from flexwm.errors import CheckpointError, FlexWMError
 from flexwm.metrics import MetricsLogger, progress_bar
 from flexwm.runs import find_latest
-from flexwm.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from flexwm.training import distributed as dist_mod
+from flexwm.training.checkpoint import capture_rng, load_checkpoint, refuse_pickles, restore_rng, save_checkpoint
 
 
 @dataclass
@@ -44,7 +48,13 @@ class TrainConfig:
     keep_last: int = field(2, ge=1)
     seed: int = 0
     device: str = "cpu"
-    amp: str = field("none", choices=("none", "bf16"), help="autocast dtype (bf16 on GPUs)")
+    amp: str = field("none", choices=("none", "bf16"),
+                     help="bf16 mixed precision (GPUs): autocast, or with fsdp bf16 parameters and fp32 reduction")
+    distributed: str = field("ddp", choices=("ddp", "fsdp"),
+                             help="how torchrun processes share the model: ddp (a replica each) or fsdp (FSDP2 "
+                                  "shards parameters, gradients and optimizer state; needs torchrun)")
+    activation_checkpointing: bool = field(False, help="recompute each transformer block's activations in the "
+                                                       "backward pass (less memory, ~1/3 more compute)")
     compile: bool = False
     num_threads: int = field(0, ge=0, help="torch CPU threads (0 = torch default)")
 
@@ -101,9 +111,10 @@ def ddp_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def ddp_setup(device: str) -> tuple[int, int, str]:
+def ddp_setup(device: str, always: bool = False) -> tuple[int, int, str]:
+    """Join torchrun's process group when there are several processes (or `always`, e.g. FSDP on one)."""
     rank, world, local = ddp_info()
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or always) and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend)
         if device.startswith("cuda"):
@@ -113,28 +124,48 @@ def ddp_setup(device: str) -> tuple[int, int, str]:
 
 
 class Trainer:
-    """Runs ``cfg.steps`` optimisation steps, checkpointing every ``cfg.ckpt_every`` and at the end."""
+    """Runs ``cfg.steps`` optimisation steps, checkpointing every ``cfg.ckpt_every`` and at the end.
+
+    Under torchrun each process by default trains on its slice of every global batch with its own generator.
+    With ``global_batch=True``, ``make_batch`` gets the step's global indices and, with ``loss_fn``, takes this
+    process's rows itself (a `flexwm.training.distributed.Shard`), drawing randomness for the whole batch from a
+    generator that is the same on every process: N processes then compute the single-process step.
+    """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, make_batch: Callable[[torch.Tensor], Any],
                  num_examples: int, cfg: TrainConfig, run_dir: str | Path, run_config: dict,
-                 params: list[nn.Parameter] | None = None, progress: bool = True):
+                 params: list[nn.Parameter] | None = None, progress: bool = True, global_batch: bool = False):
         self.cfg, self.run_dir, self.run_config = cfg, Path(run_dir), run_config
-        self.rank, self.world, self.device = ddp_setup(cfg.device)
+        self.fsdp = cfg.distributed == "fsdp"
+        if self.fsdp:
+            dist_mod.check_launch("fsdp")
+        self.rank, self.world, self.device = ddp_setup(cfg.device, always=self.fsdp)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
-        self.model = model.to(self.device)
-        self.loss_fn, self.make_batch, self.progress = loss_fn, make_batch, progress
+        if cfg.activation_checkpointing:
+            dist_mod.enable_activation_checkpointing(model)
         trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+        self.model = model.to(self.device)
+        if self.fsdp:  # FSDP2 replaces the parameters by sharded ones: find the trainable ones again by name
+            name_of = {id(p): n for n, p in model.named_parameters()}
+            names = [name_of[id(p)] for p in trainable]
+            dist_mod.shard_model(model, self.device, self.world, cfg.amp)
+            named = dict(model.named_parameters())
+            trainable = [named[n] for n in names]
+        self.loss_fn, self.make_batch, self.progress = loss_fn, make_batch, progress
         self.params = trainable
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
-        self.sampler = EpochSampler(num_examples, cfg.batch_size, cfg.seed, self.rank, self.world)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1 + self.rank)
+        self.global_batch = global_batch
+        self.shard = dist_mod.Shard(self.rank, self.world)
+        slicing = (0, 1) if global_batch else (self.rank, self.world)
+        self.sampler = EpochSampler(num_examples, cfg.batch_size, cfg.seed, *slicing)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + 1 + slicing[0])
         self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.ema_decay > 0 else None
         self.step = 0
         self.net: nn.Module = model
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             ids = [self.device] if self.device.startswith("cuda") else None
             self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
@@ -146,6 +177,11 @@ class Trainer:
         latest = find_latest(self.run_dir)
         if latest is None:
             return False
+        if self.fsdp:
+            return self._resume_sharded(latest)
+        if dist_mod.is_sharded_checkpoint(latest):
+            raise CheckpointError(f"{latest} was written by an FSDP run (sharded training state); resume it with "
+                                  "torchrun and --set train.distributed=fsdp (any number of processes)")
         ck = load_checkpoint(latest)
         self.model.load_state_dict(ck.get("raw_model", ck["model"]))
         if self.ema is not None:
@@ -162,10 +198,58 @@ class Trainer:
             restore_rng(ck["rng"], st.get("rng_meta", {}), {"train": self.generator})
         return True
 
+    def _resume_sharded(self, latest: Path) -> bool:
+        refuse_pickles(latest)
+        try:
+            st = json.loads((latest / "training_state" / "state.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {latest} is damaged or incomplete ({e}); use an earlier checkpoint "
+                                  "under checkpoints/ or retrain") from e
+        if "sharded" not in st:
+            raise CheckpointError(f"{latest} was not written by an FSDP run; resume it without "
+                                  "train.distributed=fsdp, or start a new --out")
+        rng, rng_meta = dist_mod.load_sharded(latest / "training_state", self.rank, self.model, self.ema,
+                                              self.optimizer, st["sharded"])
+        self.step = int(st["step"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.sampler.load_state_dict(st["sampler"])
+        restore_rng(rng, rng_meta, {"train": self.generator})
+        return True
+
     def published_state(self) -> dict[str, torch.Tensor]:
         return self.ema if self.ema is not None else self.model.state_dict()
 
+    def _save_sharded(self) -> Path | None:
+        """Every process writes its shards into a staging directory; rank 0 then gathers the published weights
+        into model.safetensors and moves everything into place atomically (`save_checkpoint`)."""
+        root = self.run_dir / "checkpoints"
+        staging = root / f".tmp-step-{self.step:08d}-shards"  # swept by save_checkpoint when a run died here
+        if self.rank == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+        dist_mod.barrier(self.world)
+        rng, rng_meta = capture_rng({"train": self.generator})
+        meta = dist_mod.save_sharded(staging, self.rank, self.model, self.ema, self.optimizer, rng, rng_meta)
+        published = {}
+        for k, v in self.published_state().items():  # gathered one tensor at a time; only rank 0 keeps them
+            full = dist_mod.full_tensor(v)
+            if self.rank == 0:
+                published[k] = full.detach().cpu()
+        dist_mod.barrier(self.world)
+        path = None
+        if self.rank == 0:
+            path = save_checkpoint(
+                self.run_dir, step=self.step, model_state=published, config=self.run_config,
+                keep_last=self.cfg.keep_last, state_dir=staging,
+                state={"scheduler": self.scheduler.state_dict(), "sampler": self.sampler.state_dict(),
+                       "rank_world": [self.rank, self.world], "sharded": meta})
+        dist_mod.barrier(self.world)
+        return path
+
     def save(self) -> Path | None:
+        if self.fsdp:
+            return self._save_sharded()
         if self.rank != 0:
             return None
         rng, rng_meta = capture_rng({"train": self.generator})
@@ -181,7 +265,8 @@ class Trainer:
     def train_step(self) -> tuple[float, dict]:
         self.net.train()
         batch = self.make_batch(self.sampler.next_indices())
-        amp = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16")
+        autocast = self.cfg.amp == "bf16" and not self.fsdp  # FSDP's MixedPrecisionPolicy casts instead
+        amp = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast)
         with amp:
             loss, metrics = self.loss_fn(self.net, batch, self.generator)
         if not torch.isfinite(loss):
@@ -201,7 +286,11 @@ class Trainer:
                     else:
                         self.ema[k].copy_(v)
         self.step += 1
-        return float(loss.detach()), {k: float(v) for k, v in metrics.items()} | {"grad_norm": float(gnorm)}
+        value = loss.detach()
+        if self.world > 1:  # the loss of the global batch (each process's loss is its share of it)
+            value = self.shard.all_sum(value) / self.world
+        gnorm = dist_mod.full_tensor(gnorm)
+        return float(value), {k: float(v) for k, v in metrics.items()} | {"grad_norm": float(gnorm)}
 
     def fit(self, logger: MetricsLogger | None = None, on_step: Callable | None = None,
             until: int | None = None) -> list[float]:

@@ -21,6 +21,7 @@ can rebuild the exact model, tokenizer and text encoder:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from flexwm.models import text as text_mod
 from flexwm.models import tokenizer as tok_mod
 from flexwm.models import world_model as wm_mod
 from flexwm.runs import find_latest
+from flexwm.training.distributed import Shard, check_launch
 from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 
 
@@ -292,8 +294,13 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
     return prep, tokenizer, text_enc
 
 
-def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
-    """indices -> list of per-embodiment sub-batches (each a flex_loss batch dict)."""
+def make_batch_fn(prep: Prepared, cfg: RunConfig, shard: Shard | None = None) -> Any:
+    """indices -> list of per-embodiment sub-batches (each a flex_loss batch dict).
+
+    With `shard` (processes started by torchrun) the indices are the step's global batch and each sub-batch holds
+    only this process's rows of it, plus `group_outcome`: the outcome codes of all its rows (`loss_fn` draws the
+    modes of the whole sub-batch from them). Instructions are chosen for every row, so the choices match one process.
+    """
     from flexwm.models.latent_cache import get_windows
 
     mcfg = cfg.model
@@ -301,17 +308,24 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
     rng = np.random.default_rng(cfg.seed + 17)
     dev = cfg.device
 
-    def one_group(rows: np.ndarray, embodiment: str) -> dict:
+    def one_group(rows_all: np.ndarray, embodiment: str) -> dict:
+        text_all = np.full(len(rows_all), -1)
+        for r, (d, i, _) in enumerate(rows_all):
+            cands = prep.text_rows[d][i]
+            if cands:
+                use_para = len(cands) > 1 and rng.random() < cfg.paraphrase_prob
+                text_all[r] = cands[rng.integers(1, len(cands))] if use_para else cands[0]
+        outcome_all = [flow.OUTCOME_CODES[prep.datasets[d].episodes[i]["outcome"]] for d, i, _ in rows_all]
+        own = slice(None) if shard is None else shard.rows(len(rows_all))
+        rows, text_idx, outcome = rows_all[own], text_all[own], outcome_all[own]
         lat = get_windows(prep.caches, rows, C, H, S)
         B = len(rows)
-        A = prep.datasets[rows[0, 0]].action_dim
+        A = prep.datasets[rows_all[0, 0]].action_dim
         actions = np.zeros((B, H, A), np.float32)
         valid = np.zeros((B, H), bool)
-        proprio = np.zeros((B, prep.datasets[rows[0, 0]].proprio_dim), np.float32)
+        proprio = np.zeros((B, prep.datasets[rows_all[0, 0]].proprio_dim), np.float32)
         success = np.zeros(B, np.float32)
         progress = np.zeros(B, np.float32)
-        text_idx = np.full(B, -1)
-        outcome = []
         for r, (d, i, t) in enumerate(rows):
             c = prep.columns[d][i]
             T = len(c["action"])
@@ -323,12 +337,6 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
             success[r] = float(c["success"][: end + 1].any())
             first = np.flatnonzero(c["success"])
             progress[r] = min(1.0, (end + 1) / (first[0] + 1)) if len(first) else 0.0
-            ep = prep.datasets[d].episodes[i]
-            outcome.append(flow.OUTCOME_CODES[ep["outcome"]])
-            cands = prep.text_rows[d][i]
-            if cands:
-                use_para = len(cands) > 1 and rng.random() < cfg.paraphrase_prob
-                text_idx[r] = cands[rng.integers(1, len(cands))] if use_para else cands[0]
         for name, arr in (("action", actions), ("proprio", proprio), ("latent", lat["context"]),
                           ("latent", lat["future"])):
             if not np.isfinite(arr).all():
@@ -342,10 +350,13 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
         if bool(has_text.any()):
             text[has_text] = prep.text_table[torch.from_numpy(text_idx[text_idx >= 0])].float()
         t = lambda x: torch.from_numpy(x).to(dev)  # noqa: E731
-        return {"context": t(lat["context"]), "future": t(lat["future"]), "actions": t(actions), "valid": t(valid),
-                "future_valid": t(lat["valid"]) & t(valid[:, S - 1 :: S]), "proprio": t(proprio),
-                "text": text.to(dev), "has_text": has_text.to(dev), "success": t(success),
-                "progress": t(progress), "outcome": torch.tensor(outcome), "embodiment": embodiment}
+        group = {"context": t(lat["context"]), "future": t(lat["future"]), "actions": t(actions), "valid": t(valid),
+                 "future_valid": t(lat["valid"]) & t(valid[:, S - 1 :: S]), "proprio": t(proprio),
+                 "text": text.to(dev), "has_text": has_text.to(dev), "success": t(success),
+                 "progress": t(progress), "outcome": torch.tensor(outcome, dtype=torch.long), "embodiment": embodiment}
+        if shard is not None:
+            group["group_outcome"] = torch.tensor(outcome_all, dtype=torch.long)
+        return group
 
     def make_batch(indices: torch.Tensor) -> list[dict]:
         rows = prep.index[indices.numpy()]
@@ -355,16 +366,19 @@ def make_batch_fn(prep: Prepared, cfg: RunConfig) -> Any:
     return make_batch
 
 
-def loss_fn(net: torch.nn.Module, groups: list[dict], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """flex_loss summed over per-embodiment groups, weighted by group size (= the mean over the batch)."""
+def loss_fn(net: torch.nn.Module, groups: list[dict], generator: torch.Generator,
+            shard: Shard | None = None) -> tuple[torch.Tensor, dict]:
+    """flex_loss summed over per-embodiment groups, weighted by group size (= the mean over the batch). With
+    `shard`, the groups hold this process's rows (`make_batch_fn`) and modes are drawn for all rows."""
     model = getattr(net, "module", net)
-    total = sum(len(g["outcome"]) for g in groups)
+    codes_of = lambda g: g.get("group_outcome", g["outcome"])  # noqa: E731
+    total = sum(len(codes_of(g)) for g in groups)
     loss, metrics = 0.0, {}
     for g in groups:
-        codes = g["outcome"]
+        codes = codes_of(g)
         modes = flow.sample_modes(len(codes), codes, model.cfg, generator)
-        lg, mg = flow.flex_loss(_Forward(net, model), g, modes, generator)
-        w = len(g["outcome"]) / total
+        lg, mg = flow.flex_loss(_Forward(net, model), g, modes, generator, shard=shard)
+        w = len(codes) / total
         loss = loss + w * lg
         for k, v in mg.items():
             metrics[k] = metrics.get(k, 0.0) + (w * v if k.startswith("loss") else v)
@@ -505,8 +519,9 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     check_run_devices(cfg)
     if tensorboard not in (None, False):
         check_tensorboard()
+    check_launch(cfg.train.distributed, command)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank, world, _ = ddp_setup(cfg.train.device)
+    rank, world, _ = ddp_setup(cfg.train.device, always=cfg.train.distributed == "fsdp")
     if command is not None and rank == 0:
         from flexwm.runs import record_command
 
@@ -532,8 +547,11 @@ def train_world_model(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fal
     if rank == 0:
         atomic_write_json(run_dir / "run_config.json", to_dict(cfg))
         atomic_write_json(run_dir / "split.json", {"data": cfg.data, "heldout": prep.heldout})
-    trainer = Trainer(model, loss_fn, make_batch_fn(prep, cfg), len(prep.index), cfg.train, run_dir, to_dict(cfg),
-                      progress=progress)
+    # several processes (torchrun): each reads its rows of every global batch and together they compute the
+    # one-process step (flexwm.training.distributed)
+    shard = Shard(rank, world) if world > 1 else None
+    trainer = Trainer(model, functools.partial(loss_fn, shard=shard), make_batch_fn(prep, cfg, shard),
+                      len(prep.index), cfg.train, run_dir, to_dict(cfg), progress=progress, global_batch=world > 1)
     if resume:
         trainer.resume()
     if rank == 0:  # rows logged after the checkpoint we resume from are logged again by this run

@@ -9,7 +9,7 @@ import numpy as np
 from flexwm.data import DatasetWriter, Episode, EpisodeMeta
 
 
-def toy_episode(seed: int, outcome: str, T: int = 24) -> Episode:
+def toy_episode(seed: int, outcome: str, T: int = 24, embodiment: str = "toy") -> Episode:
     rng = np.random.default_rng(seed)
     pos = np.cumsum(rng.normal(0, 1, (T, 2)), 0)
     frames = np.zeros((T, 32, 32, 3), np.uint8)
@@ -21,17 +21,17 @@ def toy_episode(seed: int, outcome: str, T: int = 24) -> Episode:
     succ = np.zeros(T, bool)
     if outcome == "success":
         succ[T // 2 :] = True
-    meta = EpisodeMeta(embodiment="toy", task="toy", instruction=instr, outcome=outcome,
+    meta = EpisodeMeta(embodiment=embodiment, task="toy", instruction=instr, outcome=outcome,
                        source="play" if outcome == "play" else "expert", noise=0.0, seed=seed)
     return Episode(frames=frames, proprio=pos.astype(np.float32), actions=actions, success=succ,
                    state=pos.astype(np.float32), meta=meta, fps=10)
 
 
-def write_toy_dataset(root: Path, n: int = 12) -> Path:
+def write_toy_dataset(root: Path, n: int = 12, embodiment: str = "toy") -> Path:
     with DatasetWriter(root, fps=10, image_size=32, action_dim=2, proprio_dim=2, state_dim=2,
-                       embodiment="toy") as w:
+                       embodiment=embodiment) as w:
         for i, outcome in enumerate((["success", "failure", "play"] * n)[:n]):
-            w.add(toy_episode(i, outcome))
+            w.add(toy_episode(i, outcome, embodiment=embodiment))
     return root
 
 

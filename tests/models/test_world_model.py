@@ -268,3 +268,49 @@ def test_zero_ac_noise_rollouts_are_deterministic() -> None:
     assert torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, d)
     with pytest.raises(ConfigError, match="ac_noise"):
         FlexWorldModelWrapper(model, StubTokenizer(), embodiment="arm", ac_noise="mean")
+
+
+def test_gradient_checkpointing_recomputes_blocks_with_the_same_gradients():
+    torch.manual_seed(0)
+    model = FlexWorldModel(preset("tiny", embodiments={"sawyer": {"action_dim": 4, "proprio_dim": 4}}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cfg, B, g = model.cfg, 6, torch.Generator().manual_seed(0)
+    batch = dict(embodiment="sawyer", context=torch.randn(B, cfg.context_frames, *cfg.latent_shape, generator=g),
+                 future=torch.randn(B, cfg.future_frames, *cfg.latent_shape, generator=g),
+                 actions=torch.rand(B, cfg.action_horizon, 4, generator=g) * 2 - 1,
+                 proprio=torch.randn(B, 4, generator=g), text=torch.randn(B, cfg.text_dim, generator=g),
+                 has_text=torch.ones(B, dtype=torch.bool), success=torch.ones(B), progress=torch.rand(B, generator=g),
+                 valid=torch.ones(B, cfg.action_horizon, dtype=torch.bool))
+    calls = []
+    model.blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def step(checkpointing: bool):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        calls.clear()
+        modes = flow.sample_modes(B, ["success"] * B, cfg, torch.Generator().manual_seed(1))
+        loss, _ = flow.flex_loss(model, batch, modes, torch.Generator().manual_seed(2))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+    loss_a, grads_a, calls_a = step(False)
+    loss_b, grads_b, calls_b = step(True)
+    assert (calls_a, calls_b) == (1, 2)  # the block ran again in the backward pass
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
+    for k in grads_a:
+        torch.testing.assert_close(grads_b[k], grads_a[k], rtol=1e-6, atol=1e-7)
+
+
+def test_an_empty_batch_runs_forward_and_backward():
+    """Under torchrun a process may hold no row of a small embodiment group; it still runs the model."""
+    model = FlexWorldModel(preset("tiny", embodiments={"sawyer": {"action_dim": 4, "proprio_dim": 4}}))
+    cfg = model.cfg
+    out = model(embodiment="sawyer", context=torch.zeros(0, cfg.context_frames, *cfg.latent_shape),
+                future=torch.zeros(0, cfg.future_frames, *cfg.latent_shape),
+                actions=torch.zeros(0, cfg.action_horizon, 4), proprio=torch.zeros(0, 4),
+                text=torch.zeros(0, cfg.text_dim))
+    assert out.video.shape[0] == out.actions.shape[0] == out.success_logit.shape[0] == 0
+    (out.video.sum() + out.actions.sum()).backward()
+    assert model.blocks[0].qkv.weight.grad is not None
