@@ -12,8 +12,8 @@ nothing downloads CUDA torch:
     PYTHONPATH=. .venv-lerobot/bin/python benchmarks/lerobot_roundtrip.py runs/lerobot-roundtrip
 
 Checks: (1) LeRobot opens a flexwm dataset: same actions, states, tasks and frames; stats for every policy
-feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature; and the same for
-a copy packed by flexwm.data.pack. (2) LeRobot writes a
+feature with q01..q99, image stats (3, 1, 1); flexwm.env_state is not a policy feature; and the same
+episodes written with a small file-size bound (several packed data and video files). (2) LeRobot writes a
 packed two-camera AV1 dataset; flexwm reads it (camera must be chosen), frames and actions match, verify is
 clean. (3) LeRobot's delete_episodes on a flexwm dataset; flexwm reads the result (LeRobot drops flexwm's
 metadata columns; the outcome survives in the data column flexwm.outcome).
@@ -44,7 +44,6 @@ sys.modules.update(
 )
 
 from flexwm.data import FlexDataset, dataset_info, verify  # noqa: E402
-from flexwm.data.pack import pack_dataset  # noqa: E402
 from tests.helpers.synth_data import make_episode, write_episodes  # noqa: E402
 
 
@@ -101,8 +100,10 @@ for i in range(len(fx)):
 report["lerobot_reads_flexwm"] = {"frames": len(ds), "policy_features": sorted(pf), "max_abs_frame_diff": worst}
 assert worst <= 1.0  # the same decoded pixels (up to float rounding)
 
-# 1b. the same dataset packed by flexwm (many episodes per parquet and per mp4): LeRobot reads the same values
-P = pack_dataset(A, base / "flexwm_packed", episodes_per_file=2)
+# 1b. the same episodes packed into several files (a small size bound; A fits in one): LeRobot reads the same values
+P = base / "flexwm_packed"
+write_episodes(P, range(5), data_files_size_in_mb=0.02, video_files_size_in_mb=0.02)
+assert len(list((P / "data").rglob("*.parquet"))) >= 2
 dp = LeRobotDataset("local/packed", root=P, video_backend="pyav")
 assert len(dp) == len(ds)
 for k in range(len(dp)):

@@ -124,6 +124,10 @@ def collect(
     workers: int = typer.Option(1, help="worker processes"),
     resume: bool = typer.Option(False, "--resume", help="continue (or extend) an existing dataset"),
     env_set: list[str] = typer.Option([], "--env-set", help=ENV_SET),
+    data_files_size_in_mb: float | None = typer.Option(
+        None, help="a packed data file rolls over at this size (default: the dataset's own, else LeRobot's 100)"),
+    video_files_size_in_mb: float | None = typer.Option(
+        None, help="a packed video file rolls over at this size (default: the dataset's own, else LeRobot's 500)"),
 ) -> None:
     """Collect expert, noisy-expert, play and random episodes from the real simulator into a dataset."""
     from flexwm.collect import CollectConfig
@@ -135,7 +139,8 @@ def collect(
         raise FlexWMError(f"--noise must be comma-separated numbers, got {noise!r}") from None
     cfg = CollectConfig(env=env, tasks=_tasks(env, task, "reach-v3"), sources=_split(source), episodes=episodes,
                         noise=noise_levels, image_size=image_size, camera=camera, max_steps=max_steps, seed=seed,
-                        workers=workers, env_options=_env_options(env, env_set))
+                        workers=workers, env_options=_env_options(env, env_set),
+                        data_files_size_in_mb=data_files_size_in_mb, video_files_size_in_mb=video_files_size_in_mb)
     _echo_json(run_collect(cfg, out, resume=resume))
 
 

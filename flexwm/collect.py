@@ -37,6 +37,10 @@ class CollectConfig:
     workers: int = field(1, ge=1, le=64)
     fast_render: bool = True
     env_options: GymEnvConfig = field(default_factory=GymEnvConfig, help="how to read a gym:ENV_ID env")
+    data_files_size_in_mb: float | None = field(
+        None, help="a packed data file rolls over at this size; None = the dataset's own, else LeRobot's 100")
+    video_files_size_in_mb: float | None = field(
+        None, help="a packed video file rolls over at this size; None = the dataset's own, else LeRobot's 500")
 
     def __post_init__(self) -> None:
         check_env_name(self.env)
@@ -205,7 +209,8 @@ def collect(cfg: CollectConfig, out: str | Path, *, resume: bool = False,
         from flexwm.metrics import progress_bar
 
         bar = progress_bar(len(todo), f"collect {cfg.env}", unit="ep")
-    with DatasetWriter(out, **schema) as writer:
+    with DatasetWriter(out, **schema, data_files_size_in_mb=cfg.data_files_size_in_mb,
+                       video_files_size_in_mb=cfg.video_files_size_in_mb) as writer:
         for episode in _iter_episodes(cfg, todo):
             writer.add(episode)
             written += 1

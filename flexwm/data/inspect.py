@@ -33,7 +33,7 @@ def dataset_info(root: str | Path, *, camera: str | None = None, outcome: str | 
     L = ds.layout
     return {
         "root": str(ds.root),
-        "format": "flexwm" if ds.flexwm_layout else "lerobot",
+        "format": "flexwm" if ds.flexwm_layout or ds.packed_by_flexwm else "lerobot",
         "episodes": len(ds),
         "frames": ds.num_frames,
         "fps": ds.fps,

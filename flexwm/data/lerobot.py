@@ -5,14 +5,18 @@ Layout (names follow huggingface/lerobot `datasets/utils.py` and `dataset_metada
     meta/info.json                                    schema, fps, path templates, totals, flexwm block
     meta/stats.json                                   {feature: {min, max, mean, std, count, q01..q99}}
     meta/tasks.parquet                                task (pandas index) -> task_index
-    meta/episodes/chunk-CCC/file-FFF.parquet          one row per episode (flexwm: one episode per file)
-    data/chunk-CCC/file-FFF.parquet                   one row per step
-    videos/observation.images.main/chunk-CCC/file-FFF.mp4
+    meta/episodes/chunk-CCC/file-FFF.parquet          one row per episode, many episodes per file
+    data/chunk-CCC/file-FFF.parquet                   one row per step, many episodes per file
+    videos/observation.images.main/chunk-CCC/file-FFF.mp4   many episodes per file, one after another
+    meta/staging/episode-IIIIII.{parquet,mp4,meta.parquet}  the episodes of the file being filled (flexwm only)
 
-flexwm stores one episode per file, so episode i lives at chunk i // chunks_size, file i % chunks_size in all
-three places. Datasets LeRobot wrote pack many episodes per file (flexwm/data/plain.py reads those;
-flexwm/data/pack.py writes a packed copy of a flexwm dataset). Paths are
-built from integer indices and checked feature names only, never from other strings read from metadata.
+As LeRobot does, flexwm packs episodes into data and video files that roll over to the next file index at a
+size bound (`data_files_size_in_mb`, `video_files_size_in_mb` in info.json); meta/episodes rolls over at the data
+bound. Until its file is full, an episode waits in meta/staging as its own three files (see writer.py); the
+packed files are written once, whole. Datasets flexwm wrote before packing hold one episode per file
+(`flexwm.episodes_per_file` = 1): episode i at chunk i // chunks_size, file i % chunks_size in all three places;
+they are still read and appended to. Paths are built from integer indices and checked feature names only, never
+from other strings read from metadata.
 
 stats.json is in the shape LeRobot's `compute_stats` writes, so `lerobot-train` can normalise with it: vectors
 per dimension, images per channel as (3, 1, 1) in [0, 1], each with the quantiles q01, q10, q50, q90, q99.
@@ -33,7 +37,7 @@ import pyarrow as pa
 CODEBASE_VERSION = "v3.0"
 FLEXWM_SCHEMA_VERSION = 1
 CHUNKS_SIZE = 1000  # LeRobot's DEFAULT_CHUNK_SIZE: files per chunk directory
-DATA_FILES_SIZE_IN_MB = 100  # LeRobot defaults, recorded for compatibility (our files hold one episode each)
+DATA_FILES_SIZE_IN_MB = 100  # LeRobot's defaults: a data (and meta/episodes) file rolls over at this size
 VIDEO_FILES_SIZE_IN_MB = 500
 
 VIDEO_KEY = "observation.images.main"
@@ -60,6 +64,7 @@ EPISODES_DIR = "meta/episodes"
 DATA_PATH = "data/" + CHUNK_FILE_PATTERN + ".parquet"
 VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE_PATTERN + ".mp4"
 EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE_PATTERN + ".parquet"
+STAGING_DIR = "meta/staging"  # flexwm's: episodes waiting for their packed file (LeRobot never looks here)
 
 # video encoding: h264 yuv420p as LeRobot; crf 18 (mean abs error ~1.7-2.4 grey levels at 64x64, see video.py)
 VIDEO_CODEC = "h264"
@@ -76,9 +81,15 @@ FLEXWM_EPISODE_COLUMNS = ("outcome", "source", "noise", "embodiment", "env_task"
                           EXTRA_COLUMN)
 
 
-def chunk_file(episode_index: int, chunks_size: int = CHUNKS_SIZE) -> tuple[int, int]:
-    """(chunk_index, file_index) of an episode's files: one episode per file."""
-    return episode_index // chunks_size, episode_index % chunks_size
+def chunk_file(index: int, chunks_size: int = CHUNKS_SIZE) -> tuple[int, int]:
+    """(chunk_index, file_index) of the index-th file (in the one-episode-per-file layout: of episode `index`)."""
+    return index // chunks_size, index % chunks_size
+
+
+def staged_paths(root: Path, episode_index: int) -> tuple[Path, Path, Path]:
+    """The data, video and metadata files of a staged episode (meta/staging; the metadata file is its commit)."""
+    base = Path(root) / STAGING_DIR / f"episode-{_index(episode_index):06d}"
+    return base.with_suffix(".parquet"), base.with_suffix(".mp4"), base.with_suffix(".meta.parquet")
 
 
 def data_path(root: Path, chunk: int, file: int) -> Path:
@@ -142,8 +153,11 @@ def make_features(image_size: tuple[int, int], action_dim: int, proprio_dim: int
 
 
 def make_info(*, fps: int, image_size: tuple[int, int], action_dim: int, proprio_dim: int, state_dim: int,
-              embodiment: str, action_low: list[float] | None, action_high: list[float] | None) -> dict:
-    """A fresh info.json (no episodes yet), in LeRobot's `create_empty_dataset_info` form plus `flexwm`."""
+              embodiment: str, action_low: list[float] | None, action_high: list[float] | None,
+              data_files_size_in_mb: float = DATA_FILES_SIZE_IN_MB,
+              video_files_size_in_mb: float = VIDEO_FILES_SIZE_IN_MB, packed: bool = True) -> dict:
+    """A fresh info.json (no episodes yet), in LeRobot's `create_empty_dataset_info` form plus `flexwm`.
+    packed=False: the one-episode-per-file layout of datasets written before packing (kept for tests)."""
     return {
         "codebase_version": CODEBASE_VERSION,
         "robot_type": embodiment,
@@ -151,8 +165,8 @@ def make_info(*, fps: int, image_size: tuple[int, int], action_dim: int, proprio
         "total_frames": 0,
         "total_tasks": 0,
         "chunks_size": CHUNKS_SIZE,
-        "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
-        "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+        "data_files_size_in_mb": data_files_size_in_mb,
+        "video_files_size_in_mb": video_files_size_in_mb,
         "fps": fps,
         "splits": {},
         "data_path": DATA_PATH,
@@ -167,7 +181,8 @@ def make_info(*, fps: int, image_size: tuple[int, int], action_dim: int, proprio
             "state_dim": state_dim,
             "action_low": action_low,
             "action_high": action_high,
-            "episodes_per_file": 1,
+            "episodes_per_file": None if packed else 1,
+            **({"packed": True} if packed else {}),
             "video": {"encoder": VIDEO_ENCODER, "pix_fmt": VIDEO_PIX_FMT, "crf": VIDEO_CRF},
         },
     }

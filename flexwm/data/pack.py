@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,6 +34,7 @@ from flexwm.data.lerobot import (
     video_path,
 )
 from flexwm.data.reader import FlexDataset
+from flexwm.data.video import concat_videos
 from flexwm.errors import DatasetError
 from flexwm.io import atomic_write, atomic_write_json, sha256_file
 
@@ -53,34 +52,6 @@ def _groups(ds: FlexDataset, episodes_per_file: int | None, file_size_mb: float)
         out[-1].append(i)
         size += n
     return out if out[0] else []
-
-
-def remux(sources: list[Path], target: Path, fps: int) -> list[float]:
-    """Concatenate mp4s of one encoding (flexwm's: same codec, size and settings) into `target` without decoding;
-    returns each source's start time in the result (seconds)."""
-    starts: list[float] = []
-    with av.open(str(target), mode="w", format="mp4") as out:
-        ostream = None
-        offset = Fraction(0)
-        for src in sources:
-            with av.open(str(src)) as inp:
-                istream = inp.streams.video[0]
-                if ostream is None:
-                    ostream = out.add_stream_from_template(istream)
-                tb = istream.time_base
-                shift = round(offset / tb)
-                starts.append(float(offset))
-                n = 0
-                for packet in inp.demux(istream):
-                    if packet.dts is None:  # the demuxer's final empty packet
-                        continue
-                    packet.pts = None if packet.pts is None else packet.pts + shift
-                    packet.dts += shift
-                    packet.stream = ostream
-                    out.mux(packet)
-                    n += 1
-                offset += Fraction(istream.frames or n, fps)
-    return starts
 
 
 def pack_dataset(src: str | Path, dst: str | Path, *, episodes_per_file: int | None = None,
@@ -126,7 +97,7 @@ def _write_packed(ds: FlexDataset, tmp: Path, episodes_per_file: int | None, fil
                      lambda p, t=data: pq.write_table(t, p, compression="snappy", write_page_checksum=True))
         starts: list[float] = []
         atomic_write(video_path(tmp, chunk, file),
-                     lambda p, g=group, s=starts: s.extend(remux([ds._video_file(i) for i in g], p, ds.fps)))
+                     lambda p, g=group, s=starts: s.extend(concat_videos([ds._video_file(i) for i in g], p, ds.fps)))
         data_sha, video_sha = sha256_file(data_path(tmp, chunk, file)), sha256_file(video_path(tmp, chunk, file))
         rows = []
         for i, start in zip(group, starts):

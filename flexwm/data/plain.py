@@ -183,12 +183,15 @@ PACKED_REQUIRED = ("episode_index", "tasks", "length", "data/chunk_index", "data
 
 
 def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: str,
-                     total_episodes: Any = None, fps: int = 1) -> list[dict[str, Any]]:
+                     total_episodes: Any = None, fps: int = 1, *, stats: bool = False,
+                     scan_data: bool = True) -> list[dict[str, Any]]:
     """Episode rows from meta/episodes files holding any number of episodes each, in episode order; checked to
     number episodes 0..N-1 with consistent frame ranges, to be as many as info.json's `total_episodes` says
     (when it is a number: LeRobot writes it with the metadata, so fewer rows mean a lost or unfinished
     meta/episodes file), and to give the episodes that share a video file time ranges that do not overlap
-    (`check_video_ranges`). Per-episode stats columns are not read."""
+    (`check_video_ranges`). Per-episode stats columns are read only with stats=True. Without a usable
+    `total_episodes`, the data files are scanned for episodes the metadata lost, unless scan_data=False (flexwm's
+    own datasets, whose reader checks the count against info.json itself, and which are opened from meta only)."""
     need = (*PACKED_REQUIRED, *video_columns(layout.camera))
     rows: list[dict[str, Any]] = []
     for path in sorted(files):
@@ -197,7 +200,7 @@ def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: st
             missing = [c for c in need if c not in names]
             if missing:
                 raise DatasetError(f"{root}: episode metadata file {path} lacks columns {missing}; {fix_hint}")
-            table = pq.read_table(path, columns=[c for c in names if not c.startswith("stats/")])
+            table = pq.read_table(path, columns=[c for c in names if stats or not c.startswith("stats/")])
             rows += table.to_pylist()
         except (pa.ArrowException, OSError, ValueError) as e:  # ValueError: e.g. text that is not UTF-8
             raise DatasetError(f"{root}: episode metadata file {path} is damaged ({e}); {fix_hint}") from e
@@ -224,7 +227,7 @@ def read_packed_rows(root: Path, files: list[Path], layout: Layout, fix_hint: st
                                f"meta/info.json says total_episodes = {total_episodes}; a meta/episodes file is "
                                "missing or damaged, or the recording was never finalized (LeRobot's "
                                f"dataset.finalize()). {fix_hint[0].upper()}{fix_hint[1:]}")
-    else:  # no usable count in info.json: the data files tell which episodes exist
+    elif scan_data:  # no usable count in info.json: the data files tell which episodes exist
         stored = max_data_episode(root)
         if stored is not None and stored >= len(rows):
             raise DatasetError(f"{root}: the data files hold episode {stored} but meta/episodes describes only "

@@ -1,18 +1,22 @@
 """Read a LeRobot v3 dataset: episode metadata, whole episodes, and a full integrity check.
 
-Datasets flexwm wrote (one episode per file, with flexwm's labels and checksums) and datasets LeRobot wrote
-(many episodes per file, any cameras, no labels: see flexwm/data/plain.py) come through the same interface.
-For flexwm's datasets, meta/episodes is the source of truth: an episode exists once its metadata file does (the
-writer renames it
-into place last). Totals and the task list are recomputed from it, so a stale info.json or tasks.parquet left
-by a kill between files is harmless, and data/video files without metadata (orphans) are ignored.
+Three kinds of dataset come through the same interface: flexwm's packed datasets (many episodes per file, as
+LeRobot lays them out, with flexwm's labels and per-file checksums, plus the episodes still waiting in
+meta/staging for their packed file), flexwm's older datasets (one episode per file), and datasets LeRobot wrote
+(any cameras, no labels: see flexwm/data/plain.py).
+
+Opening a packed dataset reads meta/ only (info.json, tasks.parquet, the few meta/episodes files and the staged
+episodes' metadata): no data or video file is opened or listed, so it costs the same for 10 files or 10,000.
+For flexwm's datasets the episode metadata is the source of truth: an episode exists once its metadata is
+committed (a staged episode's metadata file, or the packed meta/episodes file, renamed into place last). Totals
+and the task list are recomputed from it, so a stale info.json or tasks.parquet left by a kill between files is
+harmless, and data/video files no metadata points at (orphans) are ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +27,42 @@ import pyarrow.parquet as pq
 
 from flexwm.data import plain
 from flexwm.data.episode import Episode, EpisodeMeta
+from flexwm.data.layout import (  # noqa: F401  (re-exported: flexwm's readers of the layout import them from here)
+    all_episode_files,
+    env_state_key_of,
+    find_orphans,
+    find_packed_orphans,
+    is_flexwm_layout,
+    is_int,
+    is_packed_flexwm,
+    list_episode_files,
+    read_episode_rows,
+    read_flexwm_packed_rows,
+    read_staged_rows,
+    required_meta,
+    task_list_of,
+)
+from flexwm.data.layout import (
+    fix_hint as _fix_hint,
+)
 from flexwm.data.lerobot import (
     ACTION_KEY,
     CODEBASE_VERSION,
     DATA_SHA_COLUMN,
     ENV_STATE_KEY,
-    EPISODES_DIR,
     INFO_PATH,
-    LEGACY_ENV_STATE_KEY,
     OUTCOME_KEY,
     STATE_KEY,
     SUCCESS_KEY,
     VIDEO_SHA_COLUMN,
-    chunk_file,
     data_path,
-    episode_meta_path,
-    episodes_schema,
-    optional_episode_columns,
+    staged_paths,
     video_path,
     with_totals,
 )
 from flexwm.data.video import decode_video
 from flexwm.errors import ConfigError, DatasetError
 from flexwm.io import sha256_bytes, sha256_file
-
-_FILE_RE = re.compile(r"file-(\d+)\.parquet")
-_CHUNK_RE = re.compile(r"chunk-(\d+)")
-
-
-def _fix_hint(root: Path) -> str:
-    return (f"run `flexwm data verify {root}` to list every damaged episode, then re-collect into a new --out "
-            "directory (or restore the file from a copy)")
 
 
 def read_info(root: Path) -> dict:
@@ -80,14 +89,10 @@ def read_info(root: Path) -> dict:
     return info
 
 
-def _is_int(v: Any, low: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
 def _info_problem(info: dict) -> str | None:
     """What is wrong with the fields of info.json the reader relies on (None if nothing)."""
     for key, low in (("fps", 1), ("chunks_size", 1)):
-        if not _is_int(info.get(key), low):
+        if not is_int(info.get(key), low):
             return f"has {key} = {info.get(key)!r}; it must be an integer >= {low}"
     if not isinstance(info.get("features"), dict):
         return "has no 'features' object"
@@ -97,114 +102,14 @@ def _info_problem(info: dict) -> str | None:
     if not isinstance(fx, dict):
         return "has a 'flexwm' entry that is not an object"
     for key, low in (("action_dim", 1), ("proprio_dim", 0), ("state_dim", 0)):
-        if not _is_int(fx.get(key), low):
+        if not is_int(fx.get(key), low):
             return f"has flexwm.{key} = {fx.get(key)!r}; it must be an integer >= {low}"
     size = fx.get("image_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v, 1) for v in size)):
+    if not (isinstance(size, list) and len(size) == 2 and all(is_int(v, 1) for v in size)):
         return f"has flexwm.image_size = {size!r}; it must be [height, width]"
     if not isinstance(info.get("robot_type"), str) or not info["robot_type"]:
         return f"has robot_type = {info.get('robot_type')!r}; it must name the embodiment"
     return None
-
-
-def list_episode_files(root: Path, chunks_size: int) -> dict[int, Path]:
-    """{episode_index: metadata file} from the names under meta/episodes (temp files are skipped)."""
-    out: dict[int, Path] = {}
-    base = Path(root) / EPISODES_DIR
-    if not base.is_dir():
-        return out
-    for chunk_dir in base.iterdir():
-        m = _CHUNK_RE.fullmatch(chunk_dir.name)
-        if not (m and chunk_dir.is_dir()):
-            continue
-        for f in chunk_dir.iterdir():
-            fm = _FILE_RE.fullmatch(f.name)
-            if fm:
-                out[int(m.group(1)) * chunks_size + int(fm.group(1))] = f
-    return out
-
-
-def read_episode_rows(root: Path, info: dict) -> list[dict[str, Any]]:
-    """All episode metadata rows (stats columns included), checked to be contiguous and consistent."""
-    root = Path(root)
-    chunks_size = int(info["chunks_size"])
-    files = list_episode_files(root, chunks_size)
-    rows: list[dict[str, Any]] = []
-    for i in range(len(files)):
-        if i not in files:
-            last = max(files)
-            raise DatasetError(f"{root}: the metadata of episode {i} is missing but episode {last} exists "
-                               f"(expected {episode_meta_path(root, *chunk_file(i, chunks_size))}); "
-                               f"{_fix_hint(root)}")
-        path = files[i]
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as e:
-            raise DatasetError(f"{root}: episode {i}'s metadata file {path} is damaged ({e}); {_fix_hint(root)}") from e
-        if table.num_rows != 1 or "episode_index" not in table.column_names:
-            raise DatasetError(f"{root}: {path} should hold one episode row, found {table.num_rows}; {_fix_hint(root)}")
-        missing = [c for c in required_meta(env_state_key_of(info)) if c not in table.column_names]
-        if missing:
-            raise DatasetError(f"{root}: episode {i}'s metadata file {path} lacks columns {missing}; {_fix_hint(root)}")
-        row = table.to_pylist()[0]
-        problem = _row_problem(row, i, rows[-1] if rows else None)
-        if problem:
-            raise DatasetError(f"{root}: episode {i}'s metadata ({path}) {problem}; {_fix_hint(root)}")
-        rows.append(row)
-    return rows
-
-
-def env_state_key_of(info: dict) -> str:
-    """The privileged-state column of a flexwm dataset: its old name in datasets written before the rename."""
-    return LEGACY_ENV_STATE_KEY if LEGACY_ENV_STATE_KEY in info.get("features", {}) else ENV_STATE_KEY
-
-
-def required_meta(env_key: str) -> list[str]:
-    optional = optional_episode_columns(env_key)
-    return [n for n in episodes_schema(env_key).names if n not in optional]
-
-
-def is_flexwm_layout(root: Path, info: dict) -> bool:
-    """True for a dataset in flexwm's own layout: one episode per file, each metadata row carrying flexwm's
-    labels. False for one LeRobot wrote or rewrote (e.g. with `delete_episodes`), read as packed files."""
-    fx = info.get("flexwm")
-    if not isinstance(fx, dict) or fx.get("episodes_per_file") != 1:
-        return False
-    for path in list_episode_files(root, int(info["chunks_size"])).values():
-        try:
-            meta = pq.read_metadata(path)
-            names = meta.schema.names
-        except (pa.ArrowException, OSError, ValueError):
-            continue  # damaged: flexwm's reader reports it by name
-        if meta.num_rows != 1 or "outcome" not in names:
-            return False
-    return True
-
-
-def all_episode_files(root: Path) -> list[Path]:
-    base = Path(root) / EPISODES_DIR
-    return sorted(f for f in base.glob("chunk-*/file-*.parquet") if _CHUNK_RE.fullmatch(f.parent.name)
-                  and _FILE_RE.fullmatch(f.name)) if base.is_dir() else []
-
-
-def _row_problem(row: dict, i: int, prev: dict | None) -> str | None:
-    if row.get("episode_index") != i:
-        return f"says episode_index {row.get('episode_index')}"
-    start = prev["dataset_to_index"] if prev else 0
-    if row.get("dataset_from_index") != start:
-        return f"has dataset_from_index {row.get('dataset_from_index')} but the previous episode ends at {start}"
-    if row.get("length", 0) < 1 or row.get("dataset_to_index") != start + row["length"]:
-        return f"has dataset_to_index {row.get('dataset_to_index')} != from {start} + length {row.get('length')}"
-    return None
-
-
-def task_list_of(rows: list[dict]) -> list[str]:
-    """Tasks (LeRobot task strings = instructions) in task_index order: order of first appearance."""
-    seen: dict[str, None] = {}
-    for r in rows:
-        for t in r["tasks"]:
-            seen.setdefault(t, None)
-    return list(seen)
 
 
 class FlexDataset:
@@ -227,9 +132,13 @@ class FlexDataset:
         self._resize = plain.check_image_size(image_size, self.stored_image_size)
         if self._resize is not None:
             self.layout = dataclasses.replace(self.layout, image_size=self._resize)
-        self.flexwm_layout = is_flexwm_layout(self.root, info)
+        self.flexwm_layout = is_flexwm_layout(self.root, info)  # the older one-episode-per-file layout
+        self.packed_by_flexwm = not self.flexwm_layout and is_packed_flexwm(info)
         if self.flexwm_layout:
             rows = read_episode_rows(self.root, info)
+            tasks = task_list_of(rows)
+        elif self.packed_by_flexwm:
+            rows = read_flexwm_packed_rows(self.root, info, self.layout)
             tasks = task_list_of(rows)
         else:
             rows = plain.read_packed_rows(self.root, all_episode_files(self.root), self.layout, _fix_hint(self.root),
@@ -255,11 +164,9 @@ class FlexDataset:
         self._tasks = tasks
         self.num_frames = int(sum(int(r["length"]) for r in rows))
         self.meta = with_totals(info, len(rows), self.num_frames, len(self._tasks))
-        self._one_per_file = self.flexwm_layout
-        fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
-        # per-file sha256: in flexwm's layout, and in a copy flexwm packed (flexwm.data.pack); a dataset LeRobot
-        # rewrote has files its checksums no longer describe (LeRobot's tools drop them with the flexwm block)
-        self._checksums = self.flexwm_layout or fx.get("packed") is True
+        # per-file sha256: in every dataset flexwm wrote; a dataset LeRobot rewrote has files its checksums no
+        # longer describe (LeRobot's tools drop them with the flexwm block)
+        self._checksums = self.flexwm_layout or self.packed_by_flexwm
         self._checked: set[Path] = set()  # packed files whose checksum was verified (many episodes share one)
         self._table: tuple[Path, pa.Table] | None = None  # the last packed data file read (episodes come in order)
         # every feature but the videos is a column of the data files (LeRobot and flexwm write them all there)
@@ -341,12 +248,20 @@ class FlexDataset:
                 f"{frames.shape[1:3]} but the episode has {T} steps of {self.image_size}; {_fix_hint(self.root)}")
         return cols, frames
 
+    def _whole_file(self, ep: dict) -> bool:
+        """True when the episode's data and video files hold it alone (older layout, or staged)."""
+        return self.flexwm_layout or bool(ep.get("staged"))
+
     def _data_file(self, i: int) -> Path:
         ep = self.episodes[i]
+        if ep.get("staged"):
+            return staged_paths(self.root, i)[0]
         return self._path(i, data_path, ep["data/chunk_index"], ep["data/file_index"])
 
     def _video_file(self, i: int) -> Path:
         ep, cam = self.episodes[i], self.layout.camera
+        if ep.get("staged"):
+            return staged_paths(self.root, i)[1]
         try:
             return video_path(self.root, ep[f"videos/{cam}/chunk_index"], ep[f"videos/{cam}/file_index"], cam)
         except ValueError as e:
@@ -371,7 +286,7 @@ class FlexDataset:
             raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged: its sha256 differs from "
                                f"the one written with it; {_fix_hint(self.root)}")
         table = pq.read_table(pa.BufferReader(raw), page_checksum_verification=True)  # CRC per data page
-        if not self.flexwm_layout:
+        if not self._whole_file(ep):
             self._table = (path, table)
         return table
 
@@ -411,7 +326,7 @@ class FlexDataset:
             raise DatasetError(f"{self.root}: episode {i}'s data file {path} is damaged ({e}); "
                                f"{_fix_hint(self.root)}") from e
         problem = None
-        if self._one_per_file and rows_in_file != T:
+        if self._whole_file(ep) and rows_in_file != T:
             problem = f"has {rows_in_file} rows but the episode's metadata says length {T}"
         elif len(cols["frame_index"]) != T:
             problem = f"has {len(cols['frame_index'])} rows for the episode but its metadata says length {T}"
@@ -435,10 +350,10 @@ class FlexDataset:
         if want and sha256_file(path) != want:
             raise DatasetError(f"{self.root}: episode {i}'s video {path} is damaged: its sha256 differs from the one "
                                f"written with it; {_fix_hint(self.root)}")
-        if want and not self._one_per_file:
+        if want and not self._whole_file(ep):
             self._checked.add(path)
         try:
-            if self._one_per_file:  # the whole file is the episode: extra frames are damage, not a neighbour
+            if self._whole_file(ep):  # the whole file is the episode: extra frames are damage, not a neighbour
                 return decode_video(path, size=self.stored_image_size, resize=self._resize)
             cam = self.layout.camera
             start = float(ep[f"videos/{cam}/from_timestamp"])
@@ -465,26 +380,6 @@ def _vectors(table: pa.Table, key: str, dim: int) -> np.ndarray:
         raise ValueError(f"column {key} has rows of length {sorted(set(lengths.tolist()))}, expected {dim}")
     values = arr.flatten().to_numpy(zero_copy_only=False) if len(arr) else np.zeros(0)
     return np.asarray(values, dtype=np.float32).reshape(len(arr), dim)
-
-
-def find_orphans(root: Path, n_episodes: int, chunks_size: int) -> list[Path]:
-    """Files an interrupted write left behind: temp files, and data/video/metadata files of episodes >= n."""
-    root = Path(root)
-    out = []
-    for base in (root / "meta", root / "data", root / "videos"):
-        if not base.is_dir():
-            continue
-        for f in base.rglob("*"):
-            if not f.is_file():
-                continue
-            if f.name.startswith(".") and f.name.endswith(".tmp"):
-                out.append(f)
-                continue
-            fm = re.fullmatch(r"file-(\d+)\.(parquet|mp4)", f.name)
-            cm = _CHUNK_RE.fullmatch(f.parent.name)
-            if fm and cm and int(cm.group(1)) * chunks_size + int(fm.group(1)) >= n_episodes:
-                out.append(f)
-    return sorted(out)
 
 
 def verify(root: str | Path, *, camera: str | None = None, outcome: str | None = None) -> dict:
@@ -516,7 +411,8 @@ def verify(root: str | Path, *, camera: str | None = None, outcome: str | None =
     stored = plain.read_tasks(ds.root)
     if tasks and stored != tasks:
         notes.append("meta/tasks.parquet differs from the tasks in meta/episodes (the source of truth)")
-    orphans = find_orphans(ds.root, len(ds), int(on_disk["chunks_size"])) if ds.flexwm_layout else []
+    orphans = (find_orphans(ds.root, len(ds), int(on_disk["chunks_size"])) if ds.flexwm_layout
+               else find_packed_orphans(ds.root, ds.episodes) if ds.packed_by_flexwm else [])
     if orphans:
         notes.append(f"{len(orphans)} orphaned file(s) from an interrupted write are ignored, e.g. "
                      f"{orphans[0].relative_to(ds.root)}; a resumed write removes them")

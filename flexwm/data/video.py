@@ -104,3 +104,31 @@ def decode_video(path: str | Path, size: tuple[int, int] | None = None, from_tim
 def _even(size: tuple[int, int]) -> tuple[int, int]:
     """The size `encode_video` stores frames of `size` at (odd sides padded by one)."""
     return int(size[0]) + int(size[0]) % 2, int(size[1]) + int(size[1]) % 2
+
+
+def concat_videos(sources: list[Path], target: Path, fps: int) -> list[float]:
+    """Concatenate mp4s of one encoding (flexwm's: same codec, size and settings) into `target` without decoding;
+    returns each source's start time in the result (seconds)."""
+    starts: list[float] = []
+    with av.open(str(target), mode="w", format="mp4") as out:
+        ostream = None
+        offset = Fraction(0)
+        for src in sources:
+            with av.open(str(src)) as inp:
+                istream = inp.streams.video[0]
+                if ostream is None:
+                    ostream = out.add_stream_from_template(istream)
+                tb = istream.time_base
+                shift = round(offset / tb)
+                starts.append(float(offset))
+                n = 0
+                for packet in inp.demux(istream):
+                    if packet.dts is None:  # the demuxer's final empty packet
+                        continue
+                    packet.pts = None if packet.pts is None else packet.pts + shift
+                    packet.dts += shift
+                    packet.stream = ostream
+                    out.mux(packet)
+                    n += 1
+                offset += Fraction(istream.frames or n, fps)
+    return starts

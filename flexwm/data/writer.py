@@ -1,10 +1,22 @@
-"""Write episodes into a flexwm LeRobot v3 dataset, crash-safely and resumably.
+"""Write episodes into a flexwm LeRobot v3 dataset, packed as LeRobot packs them, crash-safely and resumably.
 
-Each `add(episode)` writes, in this order, each file to a temp name and renames it into place:
-data parquet, video mp4, tasks.parquet (only when the task is new), the episode's metadata file, then
-info.json and stats.json. The episode exists from the moment its metadata file does, so a `kill -9` at any
-point loses at most the episode in flight; its orphaned files are ignored by readers and removed when the
-dataset is opened again for writing.
+Episodes are packed many to a file (data parquet, mp4 and meta/episodes parquet), each file rolling over at a
+size bound (`data_files_size_in_mb`, `video_files_size_in_mb`, LeRobot's defaults 100 and 500). A packed file
+is never appended to in place: episodes wait in meta/staging until their file is full (or the writer closes),
+then the file is written once, whole. Every file is written to a temp name and renamed into place, in this order:
+
+    add(episode)    staging data parquet, staging mp4, tasks.parquet (only when the task is new), the staged
+                    episode's metadata file (its commit), then info.json and stats.json
+    finishing a     data/chunk-C/file-F.parquet (the staged tables, concatenated), videos/.../file-F.mp4 (the
+    packed file     staged mp4s remuxed, not re-encoded), then meta/episodes/chunk-M/file-N.parquet with the new
+                    rows appended (its commit), then the staged files are removed
+
+So an episode exists from the moment its staged metadata file does, and moves into its packed file in one
+rename. A `kill -9` at any point loses at most the episode in flight: a packed file without its meta/episodes
+commit, staged files without metadata or staged copies of already-packed episodes are ignored by readers and
+removed when the dataset is opened again for writing, which goes on from the staged episodes. Closing the writer
+packs the staged episodes, so a closed dataset has no staging and is read by LeRobot as it is; a dataset opened
+again starts a new file. Datasets written before packing (one episode per file) are appended to as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +33,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flexwm.data.episode import Episode
+from flexwm.data.layout import (
+    find_orphans,
+    find_packed_orphans,
+    is_packed_flexwm,
+    read_episode_rows,
+    read_flexwm_packed_rows,
+    task_list_of,
+)
 from flexwm.data.lerobot import (
     ACTION_KEY,
     DATA_SHA_COLUMN,
@@ -47,15 +67,19 @@ from flexwm.data.lerobot import (
     image_stats,
     make_info,
     schema_mismatches,
+    staged_paths,
     stats_json,
     tasks_table,
     video_path,
     with_totals,
 )
-from flexwm.data.reader import FlexDataset, find_orphans, read_episode_rows, read_info, task_list_of
-from flexwm.data.video import encode_video
+from flexwm.data.plain import resolve_layout
+from flexwm.data.reader import FlexDataset, read_info
+from flexwm.data.video import concat_videos, encode_video
 from flexwm.errors import DatasetError
 from flexwm.io import atomic_write, atomic_write_json, sha256_file
+
+MAX_STAGED = 1000  # episodes of one packed file at most (see DatasetWriter._file_full)
 
 
 class RunningStats:
@@ -108,12 +132,15 @@ def _json_default(v: Any) -> Any:
 class DatasetWriter:
     """Appends episodes to the dataset at `root`, creating it or resuming it (the schema must match).
 
-    Use as a context manager; `add` returns the new episode's index. Only one writer may hold a dataset.
+    Use as a context manager (closing packs the staged episodes); `add` returns the new episode's index. Only one
+    writer may hold a dataset. data_files_size_in_mb / video_files_size_in_mb: the size at which a packed data /
+    video file rolls over to the next (default: the dataset's own, else LeRobot's 100 / 500); recorded in info.json.
     """
 
     def __init__(self, root: str | Path, *, fps: int, image_size: int | tuple[int, int], action_dim: int,
                  proprio_dim: int, state_dim: int, embodiment: str, action_low: list[float] | None = None,
-                 action_high: list[float] | None = None):
+                 action_high: list[float] | None = None, data_files_size_in_mb: float | None = None,
+                 video_files_size_in_mb: float | None = None):
         self.root = Path(root)
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.schema = dict(fps=int(fps), image_size=(int(h), int(w)), action_dim=int(action_dim),
@@ -124,16 +151,25 @@ class DatasetWriter:
             raise DatasetError(f"invalid dataset schema {self.schema}: action_dim must be >= 1, other dims >= 0")
         self._lock_fd: int | None = None
         self._closed = False
+        self._staged: list[dict[str, Any]] = []  # metadata rows of the episodes in meta/staging, in order
+        self._staged_bytes = (0, 0)  # their data and video bytes
+        self._next_file = 0  # the index of the next packed data/video file (chunk * chunks_size + file)
+        self._meta_file = (0, 0)  # the meta/episodes file (chunk, file) packed rows are appended to
         self._env_key = ENV_STATE_KEY
+
+        bounds = {"data_files_size_in_mb": data_files_size_in_mb, "video_files_size_in_mb": video_files_size_in_mb}
+        for k, v in bounds.items():
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                raise DatasetError(f"{k} must be a positive number of megabytes, got {v!r}")
 
         if self.root.exists() and not self.root.is_dir():
             raise DatasetError(f"{self.root} is a file, not a directory; choose a new --out directory")
         if (self.root / INFO_PATH).is_file():
             self.info = read_info(self.root)
-            if not isinstance(self.info.get("flexwm"), dict) or self.info["flexwm"].get("episodes_per_file") != 1:
-                raise DatasetError(f"{self.root} packs many episodes per file (written by LeRobot, or packed by "
-                                   "flexwm.data.pack): flexwm reads it but does not append to it; choose a new --out "
-                                   "directory (or collect into the unpacked source and pack again)")
+            fx = self.info.get("flexwm")
+            if not isinstance(fx, dict) or (fx.get("episodes_per_file") != 1 and not is_packed_flexwm(self.info)):
+                raise DatasetError(f"{self.root} was written by LeRobot (or rewritten by its tools): flexwm reads it "
+                                   "but does not append to it; choose a new --out directory")
             bad = schema_mismatches(self.info, self.schema)
             if bad:
                 raise DatasetError(f"dataset {self.root} has " + "; ".join(bad)
@@ -143,6 +179,8 @@ class DatasetWriter:
                                "choose a new --out directory")
         else:
             self.info = make_info(**self.schema)
+        self.info.update({k: v for k, v in bounds.items() if v is not None})
+        self._packed = is_packed_flexwm(self.info)  # False: the one-episode-per-file layout of older datasets
         if LEGACY_ENV_STATE_KEY in self.info["features"]:  # an older dataset keeps its column name
             self._env_key = LEGACY_ENV_STATE_KEY
         # ... and its columns: LeRobot reads every data file of a dataset with one schema
@@ -152,13 +190,40 @@ class DatasetWriter:
         try:
             self._resume()
         except BaseException:
-            self.close()
+            self._closed = True
+            self._release()
             raise
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def _resume(self) -> None:
-        """Load counters, tasks and running stats from meta/episodes; remove orphans; refresh derived files."""
-        rows = read_episode_rows(self.root, self.info)
+        """Load counters, tasks and running stats from the episode metadata; remove orphans; refresh derived files."""
+        if self._packed:
+            rows = read_flexwm_packed_rows(self.root, self.info, resolve_layout(self.root, self.info), stats=True)
+            if any(r.get("outcome") is None for r in rows):
+                raise DatasetError(f"{self.root}'s episode metadata was rewritten without flexwm's labels (by "
+                                   "LeRobot's tools): flexwm reads it but does not append to it; choose a new --out "
+                                   "directory")
+            self._staged = [r for r in rows if r.get("staged")]
+            sizes = [0, 0]
+            for r in self._staged:
+                for k, f in enumerate(staged_paths(self.root, r["episode_index"])[:2]):
+                    if not f.is_file():
+                        raise DatasetError(f"{self.root}: staged episode {r['episode_index']}'s file {f} is missing; "
+                                           f"run `flexwm data verify {self.root}`, then restore the file from a copy "
+                                           "or write to a new --out directory")
+                    sizes[k] += f.stat().st_size
+            self._staged_bytes = (sizes[0], sizes[1])
+            packed = [r for r in rows if not r.get("staged")]
+            self._next_file = 1 + max((r["data/chunk_index"] * int(self.info["chunks_size"]) + r["data/file_index"]
+                                       for r in packed), default=-1)
+            last = max(packed, key=lambda r: (r["meta/episodes/chunk_index"], r["meta/episodes/file_index"]),
+                       default=None)
+            self._meta_file = (0, 0) if last is None else (last["meta/episodes/chunk_index"],
+                                                           last["meta/episodes/file_index"])
+            orphans = find_packed_orphans(self.root, rows)
+        else:
+            rows = read_episode_rows(self.root, self.info)
+            orphans = find_orphans(self.root, len(rows), int(self.info["chunks_size"]))
         self._n = len(rows)
         self._frames = int(rows[-1]["dataset_to_index"]) if rows else 0
         self._tasks = {t: k for k, t in enumerate(task_list_of(rows))}
@@ -176,7 +241,7 @@ class DatasetWriter:
             old = old or FlexDataset(self.root)
             for key, st in self._episode_stats(old.load_episode(i)).items():
                 self._stats[key].add(st)
-        for f in find_orphans(self.root, self._n, int(self.info["chunks_size"])):
+        for f in orphans:
             f.unlink(missing_ok=True)
         self._write_meta(tasks_changed=True)
 
@@ -207,7 +272,6 @@ class DatasetWriter:
             raise DatasetError(f"the writer for {self.root} is closed")
         self._check_episode(episode)
         i, T, chunk_size = self._n, episode.length, int(self.info["chunks_size"])
-        chunk, file = chunk_file(i, chunk_size)
         task = episode.meta.instruction
         task_index = self._tasks.get(task, len(self._tasks))
         start = self._frames
@@ -227,9 +291,19 @@ class DatasetWriter:
             "task_index": pa.array(np.full(T, task_index, dtype=np.int64)),
         }, schema=data_schema(s["action_dim"], s["proprio_dim"], s["state_dim"], self._env_key,
                               self._outcome_column))
-        atomic_write(data_path(self.root, chunk, file), lambda p: pq.write_table(table, p, compression="snappy",
-                                                                               write_page_checksum=True))
-        atomic_write(video_path(self.root, chunk, file), lambda p: encode_video(episode.frames, p, s["fps"]))
+        if self._packed:  # staged until its packed file is written: no file location yet
+            data_file, video_file, meta_file = staged_paths(self.root, i)
+            chunk = file = meta_chunk = meta_file_index = None
+        else:  # the older layout: the episode's own files are its final place
+            chunk, file = chunk_file(i, chunk_size)
+            meta_chunk, meta_file_index = chunk, file
+            data_file, video_file = data_path(self.root, chunk, file), video_path(self.root, chunk, file)
+            meta_file = episode_meta_path(self.root, chunk, file)
+        atomic_write(data_file, lambda p: pq.write_table(table, p, compression="snappy", write_page_checksum=True))
+        atomic_write(video_file, lambda p: encode_video(episode.frames, p, s["fps"]))
+        sizes = (data_file.stat().st_size, video_file.stat().st_size)
+        if self._packed and self._staged and self._file_full(sizes):
+            self._pack_staged()  # this episode starts the next file
         if task not in self._tasks:
             atomic_write(self.root / TASKS_PATH, lambda p: pq.write_table(tasks_table([*self._tasks, task]), p))
 
@@ -241,18 +315,21 @@ class DatasetWriter:
             "dataset_from_index": start, "dataset_to_index": start + T,
             f"videos/{VIDEO_KEY}/chunk_index": chunk, f"videos/{VIDEO_KEY}/file_index": file,
             f"videos/{VIDEO_KEY}/from_timestamp": 0.0, f"videos/{VIDEO_KEY}/to_timestamp": T / s["fps"],
-            "meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file,
+            "meta/episodes/chunk_index": meta_chunk, "meta/episodes/file_index": meta_file_index,
             **{f"stats/{key}/{name}": v for key, st in stats.items() for name, v in st.items()},
             "outcome": m.outcome, "source": m.source, "noise": float(m.noise), "embodiment": m.embodiment,
             "env_task": m.task, "instruction": m.instruction, "seed": int(m.seed),
             EXTRA_COLUMN: json.dumps(m.extra, sort_keys=True, default=_json_default),
-            DATA_SHA_COLUMN: sha256_file(data_path(self.root, chunk, file)),
-            VIDEO_SHA_COLUMN: sha256_file(video_path(self.root, chunk, file)),
+            DATA_SHA_COLUMN: sha256_file(data_file),
+            VIDEO_SHA_COLUMN: sha256_file(video_file),
         }
         meta_table = pa.Table.from_pylist([row], schema=episodes_schema(self._env_key))
-        atomic_write(episode_meta_path(self.root, chunk, file), lambda p: pq.write_table(meta_table, p))
+        atomic_write(meta_file, lambda p: pq.write_table(meta_table, p))
 
         # the episode is now visible; bring the derived files up to date
+        if self._packed:
+            self._staged.append(row)
+            self._staged_bytes = (self._staged_bytes[0] + sizes[0], self._staged_bytes[1] + sizes[1])
         new_task = task not in self._tasks
         self._tasks.setdefault(task, task_index)
         self._n += 1
@@ -261,6 +338,62 @@ class DatasetWriter:
             self._stats[key].add(st)
         self._write_meta(tasks_changed=new_task)
         return i
+
+    # ---- packing -------------------------------------------------------------------------------------------
+    def _bound(self, key: str) -> float:
+        return float(self.info[key]) * 2**20
+
+    def _file_full(self, sizes: tuple[int, int]) -> bool:
+        """Whether the staged episodes fill their file, so that an episode of `sizes` (data, video bytes) starts
+        the next one: LeRobot's rule (a file holds what fits under the bounds, at least one episode), plus at most
+        MAX_STAGED episodes, which bounds what a reader of an unfinished dataset reads from meta/staging."""
+        data, video = self._staged_bytes
+        return (len(self._staged) >= MAX_STAGED or data + sizes[0] > self._bound("data_files_size_in_mb")
+                or video + sizes[1] > self._bound("video_files_size_in_mb"))
+
+    def _pack_staged(self) -> None:
+        """Write the staged episodes as the next packed data and video file, commit them by renaming the
+        meta/episodes file that lists them into place, then remove their staged files."""
+        if not self._staged:
+            return
+        cs, fps = int(self.info["chunks_size"]), self.schema["fps"]
+        chunk, file = chunk_file(self._next_file, cs)
+        idx = [int(r["episode_index"]) for r in self._staged]
+        staged = [staged_paths(self.root, i) for i in idx]
+        dp, vp = data_path(self.root, chunk, file), video_path(self.root, chunk, file)
+        data = pa.concat_tables([pq.read_table(d) for d, _, _ in staged])
+        atomic_write(dp, lambda p: pq.write_table(data, p, compression="snappy", write_page_checksum=True))
+        starts: list[float] = []
+        atomic_write(vp, lambda p: starts.extend(concat_videos([v for _, v, _ in staged], p, fps)))
+        data_sha, video_sha = sha256_file(dp), sha256_file(vp)
+
+        schema = episodes_schema(self._env_key)
+        mchunk, mfile = self._meta_file
+        mpath = episode_meta_path(self.root, mchunk, mfile)
+        old = pq.read_table(mpath) if mpath.is_file() else None
+        grow = sum(m.stat().st_size for _, _, m in staged)
+        if old is not None and (not old.schema.equals(schema, check_metadata=False)
+                                or mpath.stat().st_size + grow > self._bound("data_files_size_in_mb")):
+            self._meta_file = chunk_file(mchunk * cs + mfile + 1, cs)  # meta/episodes rolls over too
+            mchunk, mfile = self._meta_file
+            mpath, old = episode_meta_path(self.root, mchunk, mfile), None
+        rows = []
+        for r, start in zip(self._staged, starts):
+            rows.append({**{k: v for k, v in r.items() if k != "staged"},
+                         "data/chunk_index": chunk, "data/file_index": file,
+                         f"videos/{VIDEO_KEY}/chunk_index": chunk, f"videos/{VIDEO_KEY}/file_index": file,
+                         f"videos/{VIDEO_KEY}/from_timestamp": start,
+                         f"videos/{VIDEO_KEY}/to_timestamp": start + int(r["length"]) / fps,
+                         "meta/episodes/chunk_index": mchunk, "meta/episodes/file_index": mfile,
+                         DATA_SHA_COLUMN: data_sha, VIDEO_SHA_COLUMN: video_sha})
+        new = pa.Table.from_pylist(rows, schema=schema)
+        meta = new if old is None else pa.concat_tables([old.cast(schema), new])
+        atomic_write(mpath, lambda p: pq.write_table(meta, p))  # the commit: the episodes are now packed
+        for paths in staged:
+            for f in paths:
+                f.unlink(missing_ok=True)
+        self._staged, self._staged_bytes = [], (0, 0)
+        self._next_file += 1
 
     def _episode_stats(self, episode: Episode) -> dict[str, dict[str, list]]:
         return {ACTION_KEY: array_stats(episode.actions), STATE_KEY: array_stats(episode.proprio),
@@ -301,9 +434,17 @@ class DatasetWriter:
         return self._n
 
     def close(self) -> None:
+        """Pack the staged episodes (LeRobot then reads the whole dataset) and release the dataset."""
         if self._closed:
             return
         self._closed = True
+        try:
+            if self._packed:
+                self._pack_staged()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
@@ -311,9 +452,15 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_lock_fd", None) is not None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
             self.close()
+            return
+        try:  # already failing: pack if possible, else the staged episodes wait for the next writer
+            self.close()
+        except Exception:
+            self._release()
+
+    def __del__(self) -> None:  # never writes: an abandoned writer leaves its episodes staged
+        if getattr(self, "_lock_fd", None) is not None:
+            self._release()

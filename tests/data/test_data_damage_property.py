@@ -1,7 +1,8 @@
 """Property: whatever damage a dataset suffers, reading it gives the original data or a DatasetError, never a
 bare crash and never silently different data.
 
-Each example copies a small written dataset, applies one to three random damages (truncated or bit-flipped
+Each example copies a small written dataset (packed: 3 episodes in two or more files, and a fourth still
+staged, as a writer killed mid-collection leaves it), applies one to three random damages (truncated or bit-flipped
 files, deleted files, a rewritten data file with a changed value, an unknown or missing column, a changed
 length, a wrong fps or a mistyped field in info.json, a metadata row without checksums), then opens the dataset
 and loads every episode. Documented non-errors: an unknown extra column in a data file without checksums is
@@ -20,19 +21,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flexwm.data import FlexDataset
+from flexwm.data import DatasetWriter, FlexDataset
 from flexwm.errors import DatasetError
 from tests.helpers.damage import damage_bytes, dataset_files
-from tests.helpers.synth_data import write_episodes
+from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
 
-N_EPISODES = 3
+N_EPISODES = 4
+BOUNDS = dict(data_files_size_in_mb=0.01, video_files_size_in_mb=0.01)
 SHA_COLUMNS = ["flexwm/data_sha256", "flexwm/video_sha256"]
 
 
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
     root = tmp_path_factory.mktemp("orig") / "ds"
-    write_episodes(root, range(N_EPISODES))
+    write_episodes(root, range(N_EPISODES - 1), **BOUNDS)
+    w = DatasetWriter(root, **SCHEMA, **BOUNDS)
+    w.add(make_episode(N_EPISODES - 1))
+    w._release()  # abandoned, as by a kill: the last episode stays staged
+    w._closed = True
+    assert len(dataset_files(root, "data")) >= 2 and len(dataset_files(root, "staged")) == 3
     ds = FlexDataset(root)
     return root, [ds.load_episode(i) for i in range(N_EPISODES)]
 
@@ -66,12 +73,16 @@ def _damage(root: Path, op: tuple) -> None:
         _rewrite_parquet(path, lambda t: t.remove_column(pick % t.num_columns))
     elif name == "drop_row" and kind == "data":
         _rewrite_parquet(path, lambda t: t.slice(0, max(t.num_rows - 1, 0)))
-    elif name == "length" and kind == "meta":
+    elif name == "length" and kind in ("meta", "staged") and path.name.endswith(".parquet"):
         def change(t):
+            if "length" not in t.column_names:
+                return t
             col = t.schema.get_field_index("length")
-            return t.set_column(col, "length", pa.array([t["length"][0].as_py() + (1 if x > 0.5 else -1)]))
+            lengths = t["length"].to_pylist()
+            lengths[pick % len(lengths)] += 1 if x > 0.5 else -1
+            return t.set_column(col, "length", pa.array(lengths, type=t.schema.field(col).type))
         _rewrite_parquet(path, change)
-    elif name == "no_checksums" and kind == "meta":
+    elif name == "no_checksums" and kind in ("meta", "staged") and path.name.endswith(".meta.parquet"):
         _rewrite_parquet(path, lambda t: t.drop_columns([c for c in SHA_COLUMNS if c in t.column_names]))
     elif name == "info_field" and kind == "info":
         try:
@@ -88,10 +99,10 @@ def _damage(root: Path, op: tuple) -> None:
         path.write_text(json.dumps(info))
 
 
-KINDS = {"truncate": ["data", "video", "meta", "info", "tasks"], "flip": ["data", "video", "meta", "info"],
-         "delete": ["data", "video", "meta", "tasks"], "value": ["data"], "extra_column": ["data"],
-         "drop_column": ["data", "meta"], "drop_row": ["data"], "length": ["meta"], "no_checksums": ["meta"],
-         "info_field": ["info"]}
+KINDS = {"truncate": ["data", "video", "meta", "staged", "info", "tasks"],
+         "flip": ["data", "video", "meta", "staged", "info"], "delete": ["data", "video", "meta", "staged", "tasks"],
+         "value": ["data"], "extra_column": ["data"], "drop_column": ["data", "meta"], "drop_row": ["data"],
+         "length": ["meta", "staged"], "no_checksums": ["meta", "staged"], "info_field": ["info"]}
 OPS = st.sampled_from(sorted(KINDS)).flatmap(
     lambda name: st.tuples(st.just(name), st.sampled_from(KINDS[name]), st.integers(0, 1000), st.floats(0.0, 0.999)))
 
@@ -135,4 +146,4 @@ def test_damaged_dataset_reads_original_or_raises_dataset_error(original, tmp_pa
     for got, want in zip(loaded, episodes):
         assert _same(got, want), f"silently different data after {ops}"
     if len(loaded) < N_EPISODES:  # only a trailing episode whose metadata is gone may disappear (crash safety)
-        assert any(op[0] == "delete" and op[1] == "meta" for op in ops)
+        assert any(op[0] == "delete" and op[1] in ("meta", "staged") for op in ops)

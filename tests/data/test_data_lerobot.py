@@ -1,4 +1,7 @@
-"""The LeRobot v3 writer/reader: round trip, layout and column names, resume, schema checks, damage reports."""
+"""The LeRobot v3 writer/reader: round trip, layout and column names, resume, schema checks, damage reports.
+
+`ds4` is in the one-episode-per-file layout of datasets flexwm wrote before packing (still read and appended to),
+so damage lands in one episode's file; the packed layout the writer now writes: test_data_packed.py."""
 
 import json
 import os
@@ -12,7 +15,7 @@ import pytest
 from flexwm.data import DatasetWriter, FlexDataset, verify
 from flexwm.data.video import decode_video, encode_video
 from flexwm.errors import DatasetError
-from tests.helpers.synth_data import SCHEMA, make_episode, smooth_frames, write_episodes
+from tests.helpers.synth_data import SCHEMA, make_episode, smooth_frames, write_episodes, write_legacy_episodes
 
 VIDEO = "observation.images.main"
 
@@ -32,7 +35,7 @@ def drop_checksums(root: Path) -> None:
 @pytest.fixture
 def ds4(tmp_path):
     root = tmp_path / "ds"
-    write_episodes(root, range(4))
+    write_legacy_episodes(root, range(4))
     return root
 
 
@@ -41,7 +44,7 @@ def ds4_any(request, tmp_path):
     """ds4 with and without per-file checksums: damage is caught by the checksum, and without one (older
     datasets) by the structural checks."""
     root = tmp_path / "ds"
-    write_episodes(root, range(4))
+    write_legacy_episodes(root, range(4))
     if request.param == "no-checksums":
         drop_checksums(root)
     return root
@@ -334,3 +337,21 @@ def test_missing_episode_metadata_in_the_middle_is_reported(ds4):
     (ds4 / "meta/episodes/chunk-000/file-001.parquet").unlink()
     with pytest.raises(DatasetError, match="metadata of episode 1 is missing but episode 3 exists"):
         FlexDataset(ds4)
+
+
+def test_a_dataset_written_before_packing_still_reads(tmp_path):
+    """tests/fixtures/flexwm_one_per_file was written by flexwm before the writer packed episodes (commit 7395e12,
+    `write_episodes(root, range(3))`): it reads, verifies, and a writer appends to it in its own layout."""
+    root = tmp_path / "old"
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "flexwm_one_per_file", root)
+    ds = FlexDataset(root)
+    assert ds.flexwm_layout and not ds.packed_by_flexwm and len(ds) == 3
+    for i in range(3):
+        got, want = ds.load_episode(i), make_episode(i)
+        np.testing.assert_array_equal(got.actions, want.actions)
+        np.testing.assert_array_equal(got.state, want.state)
+        assert got.meta == want.meta and np.abs(got.frames.astype(int) - want.frames).mean() < 4
+    assert verify(root) == {**verify(root), "damaged": [], "notes": []}
+    write_episodes(root, [3])
+    assert (root / "data/chunk-000/file-003.parquet").is_file() and FlexDataset(root).flexwm_layout
+    np.testing.assert_array_equal(FlexDataset(root).load_episode(3).actions, make_episode(3).actions)

@@ -1,4 +1,5 @@
-"""Packing a flexwm dataset as LeRobot lays datasets out: same pixels, labels and checks; all or nothing."""
+"""Packing a dataset in flexwm's older one-episode-per-file layout as LeRobot lays datasets out (as the writer now
+writes them): same pixels, labels and checks; all or nothing; the packed copy is appended to like any other."""
 
 import json
 import shutil
@@ -10,14 +11,14 @@ import pytest
 from flexwm.data import DatasetWriter, FlexDataset, dataset_info, verify
 from flexwm.data.pack import pack_dataset
 from flexwm.errors import DatasetError
-from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
+from tests.helpers.synth_data import SCHEMA, make_episode, write_legacy_episodes
 
 VIDEO = "observation.images.main"
 
 
 @pytest.fixture
 def packed(tmp_path):
-    write_episodes(tmp_path / "src", range(7))
+    write_legacy_episodes(tmp_path / "src", range(7))
     return pack_dataset(tmp_path / "src", tmp_path / "packed", episodes_per_file=3)
 
 
@@ -50,7 +51,7 @@ def test_damage_in_a_packed_file_is_caught_by_its_checksum(packed):
 
 
 def test_packing_is_all_or_nothing_and_never_overwrites(tmp_path):
-    write_episodes(tmp_path / "src", range(3))
+    write_legacy_episodes(tmp_path / "src", range(3))
     (tmp_path / ".packed.packing.tmp" / "data").mkdir(parents=True)  # what a kill during packing leaves
     (tmp_path / ".packed.packing.tmp" / "data" / "junk.parquet").write_bytes(b"partial")
     pack_dataset(tmp_path / "src", tmp_path / "packed")
@@ -61,8 +62,11 @@ def test_packing_is_all_or_nothing_and_never_overwrites(tmp_path):
         pack_dataset(tmp_path / "src", tmp_path / "packed")
     with pytest.raises(DatasetError, match="not in flexwm's one-episode-per-file layout"):
         pack_dataset(tmp_path / "packed", tmp_path / "again")
-    with pytest.raises(DatasetError, match="packs many episodes per file"):
-        DatasetWriter(tmp_path / "packed", **SCHEMA)
+    with DatasetWriter(tmp_path / "packed", **SCHEMA) as w:  # appended to as the writer's own packed datasets
+        assert w.add(make_episode(3)) == 3
+    ds = FlexDataset(tmp_path / "packed")
+    assert len(ds) == 4 and ds.load_episode(3).meta == make_episode(3).meta
+    assert len(list((tmp_path / "packed/data/chunk-000").iterdir())) == 2  # a resumed writer starts a new file
     shutil.copy(tmp_path / "src/data/chunk-000/file-000.parquet", tmp_path / "src/data/chunk-000/file-001.parquet")
     with pytest.raises(DatasetError, match=r"episodes \[1\] are damaged"):
         pack_dataset(tmp_path / "src", tmp_path / "other")

@@ -29,7 +29,7 @@ from tests.helpers.lerobot_synth import (
     success,
     write_lerobot_dataset,
 )
-from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
+from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes, write_legacy_episodes
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +149,14 @@ def test_damage_in_a_packed_file_names_it(packed, tmp_path):
 
 
 def test_flexwm_does_not_append_to_a_plain_dataset(packed):
-    with pytest.raises(DatasetError, match="packs many episodes per file .* does not append"):
+    with pytest.raises(DatasetError, match="written by LeRobot .* does not append"):
         DatasetWriter(packed, **SCHEMA)
 
 
 def test_a_flexwm_dataset_repacked_by_lerobot_is_still_read(tmp_path):
     """What LeRobot's dataset tools may leave: episodes packed into one file, flexwm's metadata columns gone."""
     root = tmp_path / "fx"
-    write_episodes(root, range(3))
+    write_legacy_episodes(root, range(3))
     want = [FlexDataset(root).load_episode(i) for i in range(3)]
     tables = [pq.read_table(root / f"data/chunk-000/file-{i:03d}.parquet") for i in range(3)]
     for i in range(3):
@@ -234,7 +234,7 @@ def _make_old(root):
 
 def test_old_datasets_still_read_and_resume(tmp_path):
     root = tmp_path / "old"
-    write_episodes(root, range(3))
+    write_legacy_episodes(root, range(3))
     _make_old(root)
     ds = FlexDataset(root)
     assert ds.flexwm_layout and ds.state_dim == SCHEMA["state_dim"]

@@ -30,7 +30,7 @@ from flexwm.data.pack import pack_dataset
 from flexwm.errors import ConfigError, DatasetError
 from tests.helpers.damage import damage_bytes, dataset_files
 from tests.helpers.lerobot_synth import FPS, TOP, write_lerobot_dataset
-from tests.helpers.synth_data import write_episodes
+from tests.helpers.synth_data import write_legacy_episodes
 
 VIDEO = f"videos/{TOP}"
 OUTCOMES = (None, "success-column")  # the default rule, and one that reads next.success of every episode
@@ -62,7 +62,7 @@ def original(tmp_path_factory) -> Source:
 def flexwm_packed(tmp_path_factory) -> Source:
     """A flexwm dataset packed by flexwm.data.pack (5 episodes, 2 per file)."""
     base = tmp_path_factory.mktemp("fx")
-    write_episodes(base / "src", range(5))
+    write_legacy_episodes(base / "src", range(5))
     return _source(pack_dataset(base / "src", base / "packed", episodes_per_file=2), VIDEO_KEY, labelled=True,
                    checksums=True)
 

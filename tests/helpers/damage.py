@@ -25,7 +25,8 @@ def damage_bytes(path: Path, name: str, pick: int, x: float) -> bool:
 
 
 def dataset_files(root: Path, kind: str) -> list[Path]:
-    """The files of one kind (data | video | meta | info | tasks) of a LeRobot v3.0 layout, sorted."""
+    """The files of one kind (data | video | meta | staged | info | tasks) of a LeRobot v3.0 layout, sorted
+    (staged: the files of episodes flexwm's writer has not packed yet)."""
     pattern = {"data": "data/**/*.parquet", "video": "videos/**/*.mp4", "meta": "meta/episodes/**/*.parquet",
-               "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
+               "staged": "meta/staging/*", "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
     return sorted(root.glob(pattern))

@@ -1,8 +1,8 @@
 """Synthetic episodes for the data tests (numpy only, no simulator), and a writer loop to kill.
 
-Run as a module from the repository root: `python -m tests.helpers.synth_data ROOT N` writes episodes
+Run as a module from the repository root: `python -m tests.helpers.synth_data ROOT N [MB]` writes episodes
 0..N-1 into ROOT, one after another (each a pure function of its index, so a test can rebuild what any
-episode must contain).
+episode must contain), packing them into data and video files of about MB megabytes (default: LeRobot's).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 import numpy as np
 
 from flexwm.data import DatasetWriter, Episode, EpisodeMeta
+from flexwm.data.lerobot import INFO_PATH, make_info
+from flexwm.io import atomic_write_json
 
 H = W = 32
 SCHEMA = dict(fps=10, image_size=(H, W), action_dim=4, proprio_dim=3, state_dim=5, embodiment="sawyer",
@@ -66,8 +68,20 @@ def write_episodes(root, indices, **schema) -> None:
             writer.add(make_episode(i))
 
 
+def write_legacy_episodes(root, indices, **schema) -> None:
+    """A dataset in the one-episode-per-file layout flexwm wrote before packing (the writer still appends to
+    one; tests/fixtures/flexwm_one_per_file holds one written by that older flexwm)."""
+    from pathlib import Path
+
+    merged = {**SCHEMA, **schema}
+    merged["image_size"] = tuple(merged["image_size"])
+    atomic_write_json(Path(root) / INFO_PATH, make_info(**merged, packed=False))
+    write_episodes(root, indices, **schema)
+
+
 if __name__ == "__main__":
     root, n = sys.argv[1], int(sys.argv[2])
-    with DatasetWriter(root, **SCHEMA) as writer:
+    mb = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    with DatasetWriter(root, **SCHEMA, data_files_size_in_mb=mb, video_files_size_in_mb=mb) as writer:
         for i in range(writer.num_episodes, n):
             writer.add(make_episode(i))
