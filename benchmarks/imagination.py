@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -189,7 +190,11 @@ def suite_stats(recs: list[dict[str, Any]], model: str, threshold: float, rule: 
     from flexwm.evaluation.stats import success_summary
 
     tasks = sorted({r["task"] for r in recs})
-    names = list(dict.fromkeys(r["policy"] for r in recs))
+    from flexwm.evaluation.policy_eval import KINDS
+
+    natural = lambda name: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", name)]  # noqa: E731
+    kind = {r["policy"]: r["kind"] for r in recs}
+    names = sorted(kind, key=lambda n: (KINDS.index(kind[n]), natural(n)))  # scripted, random, bc, flexwm
     cell = {(r["task"], r["policy"]): r for r in recs}
     missing = [(t, n) for t in tasks for n in names if (t, n) not in cell]
     if missing:
@@ -247,6 +252,33 @@ def scatter(result: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def hybrid_summary(hybrid_files: list[str], wam_files: list[str]) -> dict[str, Any]:
+    """`hybrid` vs the same model's `wam` on the episodes both ran (same task and reset seed): real success,
+    per task and pooled, and seconds per decision (flexwm eval outputs)."""
+    def episodes(files: list[str]) -> tuple[dict[tuple[str, int], bool], list[dict[str, Any]]]:
+        out, tasks = {}, []
+        for f in files:
+            for task, r in json.loads(Path(f).read_text())["per_task"].items():
+                tasks.append(r)
+                out.update({(task, int(e["seed"])): bool(e["success"]) for e in r["per_episode"]})
+        return out, tasks
+
+    (h, h_tasks), (w, w_tasks) = episodes(hybrid_files), episodes(wam_files)
+    keys = sorted(set(h) & set(w))
+    if not keys:
+        raise SystemExit("the hybrid and wam evaluations share no (task, seed) episode; use the same --seed")
+    latency = lambda ts: sum(t["latency"]["mean_s"] * t["latency"]["decisions"] for t in ts) / max(  # noqa: E731
+        1, sum(t["latency"]["decisions"] for t in ts))
+    per_task = {}
+    for task in sorted({k[0] for k in keys}):
+        ks = [k for k in keys if k[0] == task]
+        per_task[task] = {"episodes": len(ks), "wam": sum(w[k] for k in ks), "hybrid": sum(h[k] for k in ks)}
+    return {"episodes": len(keys), "wam": float(np.mean([w[k] for k in keys])),
+            "hybrid": float(np.mean([h[k] for k in keys])), "seconds_per_decision": latency(h_tasks),
+            "wam_seconds_per_decision": latency(w_tasks), "per_task": per_task,
+            "hybrid_config": h_tasks[0].get("policy_config"), "sources": {"hybrid": hybrid_files, "wam": wam_files}}
+
+
 def assemble(args: argparse.Namespace) -> None:
     import subprocess
 
@@ -279,13 +311,28 @@ def assemble(args: argparse.Namespace) -> None:
                         "best": sp["best"], "real_sim_steps_per_s_64px": sp["real_sim_steps_per_s_64px"],
                         "auc_4_steps": cal[args.main_model]["auc"] if args.main_model in cal else None,
                         "source": args.speed}
-        if args.speed_fast and args.calibration_fast:
-            fast = json.loads(Path(args.speed_fast).read_text())
-            cf = json.loads(Path(args.calibration_fast).read_text())
-            out["speed"].update({"imagined_per_real_fast": fast["best_imagined_over_real"],
-                                 "fast_flow_steps": fast["flow_steps"], "auc_fast": cf["auc"],
-                                 "fast_source": args.speed_fast})
-    out["hybrid"] = json.loads(Path(args.hybrid).read_text()) if args.hybrid else None
+        if len(args.speed_fast) != len(args.calibration_fast):
+            raise SystemExit("give one --calibration-fast per --speed-fast (the same flow steps, in order)")
+        settings = []
+        for sf, cf in zip(args.speed_fast, args.calibration_fast):
+            fast, cal_fast = json.loads(Path(sf).read_text()), json.loads(Path(cf).read_text())
+            if fast["flow_steps"] != cal_fast.get("flow_steps"):
+                raise SystemExit(f"{sf} is at {fast['flow_steps']} flow steps but {cf} at {cal_fast.get('flow_steps')}")
+            settings.append({"flow_steps": fast["flow_steps"], "imagined_per_real": fast["best_imagined_over_real"],
+                             "auc": cal_fast["auc"], "best": fast["best"], "source": sf, "calibration": cf})
+        if settings:  # the first fast setting is the one the issue's keys name
+            out["speed"].update({"imagined_per_real_fast": settings[0]["imagined_per_real"],
+                                 "fast_flow_steps": settings[0]["flow_steps"], "auc_fast": settings[0]["auc"],
+                                 "settings": settings})
+    if args.head_refit:
+        h = json.loads(Path(args.head_refit).read_text())
+        best = max(h["validation"]["grid"], key=lambda g: g["held_out_group_auc"])
+        out["head_refit"] = {"episodes": h["episodes"], "successes": h["successes"], "l2": h["l2"],
+                             "tasks": h["validation"]["groups"],
+                             "trained_head_auc": h["validation"]["trained_head_auc"],
+                             "refit_held_out_task_auc": best["held_out_group_auc"], "train_auc": h["train_auc"],
+                             "source": args.head_refit, "command": h["command"]}
+    out["hybrid"] = hybrid_summary(args.hybrid, args.wam) if args.hybrid else None
     out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     out["commit"] = git.stdout.strip()
@@ -328,9 +375,14 @@ def main() -> None:
     a.add_argument("--baseline-key", default=None)
     a.add_argument("--baseline-model", default="ac-only")
     a.add_argument("--speed", default=None)
-    a.add_argument("--speed-fast", default=None, help="benchmarks/imagine.py output at fewer flow steps")
-    a.add_argument("--calibration-fast", default=None, help="flexwm calibrate output at those flow steps")
-    a.add_argument("--hybrid", default=None)
+    a.add_argument("--speed-fast", action="append", default=[], help="benchmarks/imagine.py output at fewer "
+                                                                     "flow steps (repeatable)")
+    a.add_argument("--calibration-fast", action="append", default=[], help="flexwm calibrate output at those flow "
+                                                                           "steps (one per --speed-fast)")
+    a.add_argument("--head-refit", default=None, help="head_tuning.json of `fit-head`")
+    a.add_argument("--hybrid", action="append", default=[], help="flexwm eval outputs of --policy hybrid")
+    a.add_argument("--wam", action="append", default=[], help="flexwm eval outputs of the same model's wam, "
+                                                              "same seeds (paired by task and seed)")
     a.add_argument("--rl", default=None)
     a.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -141,6 +141,10 @@ class Results:
             self.used.append(rel)
         return json.loads((self.dir / rel).read_text())
 
+    def peek(self, rel: str) -> dict:
+        """The file's content without listing it among the page's sources (to decide whether a page uses it)."""
+        return json.loads((self.dir / rel).read_text())
+
     def link(self, rel: str, depth: int = 2) -> str:
         return f"[`{rel}`]({'../' * depth}{RESULTS}/{rel})"
 
@@ -445,6 +449,21 @@ def page_acting(R: Results) -> str:
                    "task can vanish with 10:")
         out.append(table(["model", "way to act", "episodes / task", "success (Wilson 95% CI)", "s / decision",
                           "source"], more))
+    if R.exists("imagination_cpu.json") and R.peek("imagination_cpu.json").get("hybrid"):
+        h = R("imagination_cpu.json")["hybrid"]
+        n, k_w, k_h = h["episodes"], round(h["wam"] * h["episodes"]), round(h["hybrid"] * h["episodes"])
+        cfg = h.get("hybrid_config") or {}
+        out.append(f"## Hybrid planning with the shipped model\n\n`hybrid` (the WAM proposes {cfg.get('proposals')} "
+                   f"chunks, each is re-simulated in AC mode and scored by the success and progress heads, refinement "
+                   f"{cfg.get('refine')}) against the same model's `wam` on the same {n} episodes (11 AVDC tasks, "
+                   f"paired by reset seed):")
+        out.append(table(["way to act", "success (Wilson 95% CI)", "s / decision"], [
+            ["`wam`", rate(k_w, n), num(h["wam_seconds_per_decision"], 3)],
+            ["`hybrid`", rate(k_h, n), num(h["seconds_per_decision"], 3)]]))
+        gain = 100 * (h["hybrid"] - h["wam"])
+        out.append(f"Target `hybrid` >= `wam` + 10 points: **{'met' if gain >= 10 else 'not met'}** "
+                   f"({gain:+.1f} points). Per task (wam / hybrid successes): " + ", ".join(
+                       f"{t} {v['wam']}/{v['hybrid']}" for t, v in h["per_task"].items()) + ".")
     return page("Ways to act", "Success of every way to act with one model, on the real simulator.", out, R)
 
 
@@ -532,6 +551,14 @@ def imagination_suite(R: Results) -> list[str]:
         gap = sum(r["imagined"]["rate"] - r["real"]["rate"] for r in closed) / len(closed)
         out.append(f"Closed-loop image policies: imagined minus real success averages {points(gap)} for the "
                    f"flexible model at its threshold.")
+    if d.get("head_refit"):
+        h = d["head_refit"]
+        out.append(f"Re-fitting the success head on closed-loop imagined rollouts with their real outcomes "
+                   f"(`benchmarks/imagination.py fit-head`: {h['episodes']} episodes of {len(h['tasks'])} other tasks, "
+                   f"{h['successes']} real successes; an episode scores its best window, as above) reaches episode "
+                   f"AUC {num(h['train_auc'])} on its own data but {num(h['refit_held_out_task_auc'])} on tasks left "
+                   f"out of the fit, against {num(h['trained_head_auc'])} for the trained head: what it learns does "
+                   f"not carry over to new tasks, so it was not applied to the suite.")
     if d.get("scatter"):
         out.append(f"![imagined vs real success per policy](../../{RESULTS}/{Path(d['scatter']).name})")
     return out
@@ -759,6 +786,19 @@ def page_speed(R: Results) -> str:
                 line += (f", but fidelity drops: the imagined-success AUC falls from {num(a4)} to {num(a1)} "
                          "([calibration](calibration.md)), so the target is met only at reduced quality")
         out.append(line + ".")
+    if R.exists("imagination_cpu.json") and R.peek("imagination_cpu.json").get("speed"):
+        sp = R("imagination_cpu.json")["speed"]
+        rows = [[sp["flow_steps"], f"{sp['imagined_per_real']:.1f}x", num(sp.get("auc_4_steps"))]]
+        rows += [[x["flow_steps"], f"{x['imagined_per_real']:.1f}x", num(x["auc"])] for x in sp.get("settings", [])]
+        out.append("## The shipped model: speed against fidelity\n\nBest imagined / real rate (batched, whole "
+                   "chunks per step; `benchmarks/imagine.py --run checkpoints/avdc11-cpu`) and the held-out AUC of "
+                   "imagined success against real outcomes (`flexwm calibrate`, the same 121 held-out episodes) "
+                   "at each number of flow steps:")
+        out.append(table(["flow steps", "imagined / real", "held-out AUC"], sorted(rows, reverse=True)))
+        ok = [r for r in rows if float(r[1][:-1]) >= t and sp.get("auc_4_steps") is not None
+              and float(r[2]) >= sp["auc_4_steps"]]
+        out.append(f"Target {t:.0f}x at an AUC not below 4 steps' ({num(sp.get('auc_4_steps'))}): "
+                   f"**{'met' if ok else 'not met'}**.")
     return page("Imagination speed", "How much faster the world model imagines than the real simulator runs.", out, R)
 
 

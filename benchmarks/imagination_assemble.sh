@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Rebuild benchmarks/results/imagination_cpu.json from the raw results beside it (see benchmarks/imagination.py
+# for the commands that made them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=benchmarks/results/imagination_cpu
+hybrid=()
+for f in "$R"/hybrid-*.json; do [ -e "$f" ] && hybrid+=(--hybrid "$f"); done
+[ ${#hybrid[@]} -gt 0 ] && hybrid+=(--wam benchmarks/results/headline_cpu/flex-exec4-a.json
+                                    --wam benchmarks/results/headline_cpu/flex-exec4-b.json)
+python benchmarks/imagination.py assemble --dir "$R/suite" \
+  --calibration flexible="$R/cal-flex4.json" --calibration ac-only="$R/cal-ac4.json" --rule-data "$R/head-data" \
+  --speed "$R/speed-flow4.json" --speed-fast "$R/speed-flow1.json" --calibration-fast "$R/cal-flex1.json" \
+  --speed-fast "$R/speed-flow2.json" --calibration-fast "$R/cal-flex2.json" --head-refit "$R/head_refit.json" \
+  "${hybrid[@]}" --out benchmarks/results/imagination_cpu.json
