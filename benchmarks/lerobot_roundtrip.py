@@ -106,11 +106,19 @@ write_episodes(P, range(5), data_files_size_in_mb=0.02, video_files_size_in_mb=0
 assert len(list((P / "data").rglob("*.parquet"))) >= 2
 dp = LeRobotDataset("local/packed", root=P, video_backend="pyav")
 assert len(dp) == len(ds)
+fp = FlexDataset(P)
+packed_frames = np.concatenate([fp.load_episode(i).frames for i in range(len(fp))])
+worst_packed = 0.0
 for k in range(len(dp)):
     a, b = ds[k], dp[k]
     assert np.array_equal(a["action"].numpy(), b["action"].numpy()) and a["task"] == b["task"]
-    assert torch.equal(a["observation.images.main"], b["observation.images.main"])
-report["lerobot_reads_flexwm_packed"] = {"frames": len(dp), "data_files": len(list((P / "data").rglob("*.parquet")))}
+    # LeRobot decodes the packed files to the pixels flexwm decodes from them (x264 is not bit-reproducible
+    # across encoder sessions, so the two datasets' videos are compared through their readers, not to each other)
+    img = (b["observation.images.main"].permute(1, 2, 0).numpy() * 255).round()
+    worst_packed = max(worst_packed, float(np.abs(img - packed_frames[k]).max()))
+assert worst_packed <= 1.0, worst_packed
+report["lerobot_reads_flexwm_packed"] = {"frames": len(dp), "data_files": len(list((P / "data").rglob("*.parquet"))),
+                                        "max_abs_frame_diff": worst_packed}
 
 # 2. LeRobot writes a packed dataset (AV1, two cameras); flexwm reads it
 B = base / "lerobot_written"
