@@ -332,6 +332,17 @@ def assemble(args: argparse.Namespace) -> None:
                              "trained_head_auc": h["validation"]["trained_head_auc"],
                              "refit_held_out_task_auc": best["held_out_group_auc"], "train_auc": h["train_auc"],
                              "source": args.head_refit, "command": h["command"]}
+    if args.drift:  # benchmarks/train.py ac-error over a whole episode: imagined vs real frames per outcome
+        dr = json.loads(Path(args.drift).read_text())
+        horizon = max(int(k[1:]) for k in next(iter(dr["runs"].values()))["by_outcome"]["success"] if k[0] == "h"
+                      and k[1:].isdigit())
+        out["drift"] = {"frames": horizon, "steps": horizon * next(iter(dr["runs"].values()))["frame_stride"],
+                        "source": args.drift, "plot": str(Path(args.drift).with_name(Path(args.drift).stem
+                                                                                     + "_drift.png")),
+                        "runs": {name: {o: {h: {k: x[h][k] for k in ("psnr_db", "copy_frame_psnr_db",
+                                                                     "gain_over_copy_frame_ci95", "n")}
+                                            for h in x if h[0] == "h" and h[1:].isdigit()} | {"windows": x["windows"]}
+                                        for o, x in r["by_outcome"].items()} for name, r in dr["runs"].items()}}
     out["hybrid"] = hybrid_summary(args.hybrid, args.wam) if args.hybrid else None
     out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -380,6 +391,7 @@ def main() -> None:
     a.add_argument("--calibration-fast", action="append", default=[], help="flexwm calibrate output at those flow "
                                                                            "steps (one per --speed-fast)")
     a.add_argument("--head-refit", default=None, help="head_tuning.json of `fit-head`")
+    a.add_argument("--drift", default=None, help="benchmarks/train.py ac-error output over a whole episode")
     a.add_argument("--hybrid", action="append", default=[], help="flexwm eval outputs of --policy hybrid")
     a.add_argument("--wam", action="append", default=[], help="flexwm eval outputs of the same model's wam, "
                                                               "same seeds (paired by task and seed)")

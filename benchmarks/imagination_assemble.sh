@@ -12,4 +12,5 @@ python benchmarks/imagination.py assemble --dir "$R/suite" \
   --calibration flexible="$R/cal-flex4.json" --calibration ac-only="$R/cal-ac4.json" --rule-data "$R/head-data" \
   --speed "$R/speed-flow4.json" --speed-fast "$R/speed-flow1.json" --calibration-fast "$R/cal-flex1.json" \
   --speed-fast "$R/speed-flow2.json" --calibration-fast "$R/cal-flex2.json" --head-refit "$R/head_refit.json" \
+  --drift "$R/drift_200_steps.json" \
   "${hybrid[@]}" --out benchmarks/results/imagination_cpu.json

@@ -559,6 +559,24 @@ def imagination_suite(R: Results) -> list[str]:
                    f"AUC {num(h['train_auc'])} on its own data but {num(h['refit_held_out_task_auc'])} on tasks left "
                    f"out of the fit, against {num(h['trained_head_auc'])} for the trained head: what it learns does "
                    f"not carry over to new tasks, so it was not applied to the suite.")
+    if d.get("drift"):
+        dr = d["drift"]
+        hs = sorted({h for r in dr["runs"].values() for o in r.values() for h in o if h != "windows"},
+                    key=lambda h: int(h[1:]))
+        cell = lambda v, h: f"{num(v[h]['psnr_db'], 1)} ({num(v[h]['copy_frame_psnr_db'], 1)})"  # noqa: E731
+        rows = [[MODELS.get(m, m), o, v["windows"]] + [cell(v, h) for h in hs]
+                for m, r in dr["runs"].items() for o, v in r.items()]
+        out.append(f"## Long rollouts\n\nImagined vs real frames over a whole episode ({dr['steps']} steps, "
+                   f"{dr['frames']} imagined frames) under the real actions of held-out episodes, from their first "
+                   f"frame (`benchmarks/train.py ac-error`): decoded PSNR in dB, and in brackets copying the first "
+                   f"frame (nothing moves), per outcome and steps ahead:")
+        out.append(table(["model", "outcome", "episodes"] + [f"{int(h[1:]) * dr['steps'] // dr['frames']} steps"
+                                                             for h in hs], rows))
+        gains = [v[hs[-1]]["psnr_db"] - v[hs[-1]]["copy_frame_psnr_db"] for r in dr["runs"].values()
+                 for v in r.values()]
+        out.append(f"At the end of the episode the imagined frames are {min(gains):.1f} to {max(gains):.1f} dB better "
+                   f"than a frame that never moves.")
+        out.append(f"![drift per outcome](../../{RESULTS}/{Path(dr['plot']).relative_to(RESULTS)})")
     if d.get("scatter"):
         out.append(f"![imagined vs real success per policy](../../{RESULTS}/{Path(d['scatter']).name})")
     return out
