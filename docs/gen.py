@@ -463,7 +463,8 @@ def page_acting(R: Results) -> str:
         gain = 100 * (h["hybrid"] - h["wam"])
         out.append(f"Target `hybrid` >= `wam` + 10 points: **{'met' if gain >= 10 else 'not met'}** "
                    f"({gain:+.1f} points). Per task (wam / hybrid successes): " + ", ".join(
-                       f"{t} {v['wam']}/{v['hybrid']}" for t, v in h["per_task"].items()) + ".")
+                       f"{t} {v['wam']}/{v['hybrid']}" for t, v in h["per_task"].items()) + ". Seconds per decision "
+                   "were timed on the shared 2-core machine while other jobs ran; read them as a ratio.")
     return page("Ways to act", "Success of every way to act with one model, on the real simulator.", out, R)
 
 
