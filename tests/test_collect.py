@@ -66,8 +66,9 @@ def test_kill9_during_parallel_collection_then_resume(tmp_path):
                             start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        files = list((out / "meta" / "episodes").rglob("*.parquet")) if (out / "meta").exists() else []
-        if len(files) >= 2:
+        # saved episodes: staged ones (meta/staging/*.meta.parquet) until their packed file is written
+        staged = list((out / "meta" / "staging").glob("*.meta.parquet")) if (out / "meta").exists() else []
+        if len(staged) >= 2:
             break
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-collection

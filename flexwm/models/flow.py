@@ -31,17 +31,36 @@ generative modes, so instruction-conditioned generation models successes only.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from flexwm.errors import ConfigError
 from flexwm.models.world_model import MODES, FlexWorldModel, ModelOutput, WorldModelConfig
 
-if TYPE_CHECKING:
-    from flexwm.training.distributed import Shard
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's rows of a batch shared by `world` processes: a contiguous, balanced slice of every group of
+    rows (a process may get none of a small group), and sums over processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    def rows(self, n: int) -> slice:
+        return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
+
+    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """The sum of `x` over processes (a new tensor; `x` itself when there is one process)."""
+        if self.world == 1:
+            return x
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        return x
+
 
 # episode outcome (flexwm.data.episode.OUTCOMES) -> code; the one table, used by training (flexwm.training.run) too
 # unlabelled: an episode of a dataset flexwm did not write, outcome not declared (trained like play, and never

@@ -57,7 +57,7 @@ class TokenizerConfig:
         validate(self)
         if self.kind != "conv_vae":  # a diffusers VAE (flexwm.models.video_vae): its config fixes the latents
             if self.pretrained or self.vae_config:
-                from flexwm.models.video_vae import resolve_vae_config
+                from flexwm.models.video_backbone import resolve_vae_config
 
                 self.vae_config = resolve_vae_config(self)
                 self.latent_channels = int(self.vae_config.get("z_dim", 16))
@@ -314,24 +314,19 @@ class ConvAutoencoder(FrameTokenizer):
         return self.latent_shift.clone(), self.latent_scale.clone()
 
 
-def _wan_vae(cfg: TokenizerConfig) -> FrameTokenizer:
-    from flexwm.models.video_vae import DiffusersVAETokenizer
-
-    return DiffusersVAETokenizer(cfg)
-
-
-TOKENIZERS: dict[str, Any] = {"conv_vae": ConvAutoencoder, "diffusers:wan": _wan_vae}
+# tokenizer.kind -> class; flexwm.models.video_vae adds the diffusers kinds (and how to load their pretrained
+# weights) when flexwm.models is imported
+TOKENIZERS: dict[str, Any] = {"conv_vae": ConvAutoencoder}
+PRETRAINED_TOKENIZERS: dict[str, Any] = {}
 
 
 def load_tokenizer(cfg: TokenizerConfig) -> FrameTokenizer:
     """A tokenizer that needs no training here: a diffusers VAE read from `cfg.pretrained` (random weights from
     `cfg.vae_config` without one, for tests)."""
-    from flexwm.models.video_vae import DiffusersVAETokenizer
-
     if cfg.kind == "conv_vae":
         raise ConfigError("the conv_vae tokenizer is trained per run; use train_tokenizer (tokenizer.pretrained "
                           "is for tokenizer.kind=diffusers:wan)")
-    return DiffusersVAETokenizer(cfg, load_weights=True).eval()
+    return PRETRAINED_TOKENIZERS[cfg.kind](cfg).eval()
 
 
 def make_tokenizer(cfg: TokenizerConfig | str, *, device: str | torch.device = "cpu",

@@ -230,3 +230,13 @@ class DiffusersTrunk(nn.Module):
         video_out.weight.copy_(w.reshape(-1, self.dim))
         video_out.bias.copy_(t.proj_out.bias.reshape(patch, patch, channels).permute(2, 0, 1).reshape(-1))
         return True
+
+
+def resolve_vae_config(cfg: Any) -> dict[str, Any]:
+    """The VAE's diffusers config of a TokenizerConfig: `cfg.vae_config`, else read from `cfg.pretrained`."""
+    if cfg.vae_config:
+        return dict(cfg.vae_config)
+    if cfg.pretrained:
+        return read_backbone_config(cfg.pretrained, "vae")
+    raise ConfigError(f"tokenizer.kind={cfg.kind} needs tokenizer.pretrained=DIR (a local diffusers VAE or pipeline "
+                      "folder) or tokenizer.vae_config (the class's config)")

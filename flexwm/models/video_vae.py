@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from flexwm.errors import ConfigError
-from flexwm.models.tokenizer import FrameTokenizer, TokenizerConfig, to_model_input
-from flexwm.models.video_backbone import pretrained_subfolder, read_backbone_config, require_diffusers
+from flexwm.models.tokenizer import PRETRAINED_TOKENIZERS, TOKENIZERS, FrameTokenizer, TokenizerConfig, to_model_input
+from flexwm.models.video_backbone import pretrained_subfolder, require_diffusers, resolve_vae_config
 
 VAES = {"diffusers:wan": "AutoencoderKLWan"}
 # a tiny random AutoencoderKLWan (as diffusers' own tests build one): 64x64 frames -> 4 x 8 x 8 latents
@@ -24,16 +24,6 @@ TINY_VAE_CONFIGS: dict[str, dict[str, Any]] = {
     "diffusers:wan": dict(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4),
 }
-
-
-def resolve_vae_config(cfg: TokenizerConfig) -> dict[str, Any]:
-    """The VAE's diffusers config: `cfg.vae_config`, else read from `cfg.pretrained`."""
-    if cfg.vae_config:
-        return dict(cfg.vae_config)
-    if cfg.pretrained:
-        return read_backbone_config(cfg.pretrained, "vae")
-    raise ConfigError(f"tokenizer.kind={cfg.kind} needs tokenizer.pretrained=DIR (a local diffusers VAE or pipeline "
-                      "folder) or tokenizer.vae_config (the class's config)")
 
 
 class DiffusersVAETokenizer(FrameTokenizer):
@@ -75,3 +65,9 @@ class DiffusersVAETokenizer(FrameTokenizer):
     def decode(self, latents: Tensor) -> Tensor:
         z = latents.to(device=self.device, dtype=self.dtype) * self.latent_scale + self.latent_shift
         return self.vae.decode(z[:, :, None]).sample[:, :, 0].clamp(-1, 1)
+
+
+# the diffusers kinds of tokenizer.kind (flexwm.models.tokenizer looks them up; flexwm.models imports this module)
+for _kind in VAES:
+    TOKENIZERS[_kind] = DiffusersVAETokenizer
+    PRETRAINED_TOKENIZERS[_kind] = lambda cfg: DiffusersVAETokenizer(cfg, load_weights=True)

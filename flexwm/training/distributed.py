@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,28 +23,9 @@ import torch.distributed as dist
 from torch import nn
 
 from flexwm.errors import CheckpointError, ConfigError
+from flexwm.models.flow import Shard  # noqa: F401 - the batch share lives with the loss that uses it
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's rows of a batch shared by `world` processes: a contiguous, balanced slice of every group of
-    rows (a process may get none of a small group), and sums over processes."""
-
-    rank: int = 0
-    world: int = 1
-
-    def rows(self, n: int) -> slice:
-        return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
-
-    def all_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """The sum of `x` over processes (a new tensor; `x` itself when there is one process)."""
-        if self.world == 1:
-            return x
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        return x
 
 
 def launched_by_torchrun() -> bool:

@@ -28,9 +28,9 @@ def _recording(monkeypatch):
     seen = []
     real = flow.flex_loss
 
-    def record(model, batch, modes, generator=None):
+    def record(model, batch, modes, generator=None, **kwargs):
         seen.append((batch["outcome"].clone(), list(modes.names), modes.keep_text.clone(), modes.train_heads.clone()))
-        return real(model, batch, modes, generator)
+        return real(model, batch, modes, generator, **kwargs)
 
     monkeypatch.setattr(run.flow, "flex_loss", record)
     return seen

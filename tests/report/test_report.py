@@ -71,6 +71,7 @@ def test_policy_evaluation_is_described_in_words_never_nan(report):
     finally:
         shutil.rmtree(folder)
     card = page[page.index("Closed-loop policy evaluation"):page.index("Exact config")]
+    card = re.sub(r"data:[^\"']+", "", card)  # embedded images: base64 text may spell anything
     assert "real success is 0% for every policy: no correlation is defined" in card
     assert "nan" not in card.lower() and "n/a" not in card and "0.60" in card  # imagined mean max P(success)
 
