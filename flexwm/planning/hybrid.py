@@ -41,8 +41,15 @@ class HybridConfig:
     lr: float = field(0.05, ge=0.0, help="gradient refinement: Adam step in normalised action units")
     flow_steps: int | None = field(None, ge=1, help="flow-sampling steps; None = the model's")
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    agreement_weight: float = field(0.0, ge=0.0, help="add this times the agreement of each proposal's own "
+                                                      "imagined video with the AC rollout of its actions (minus "
+                                                      "their mean squared latent distance): a check no learned "
+                                                      "head makes; needs refine=none")
 
     def __post_init__(self) -> None:
+        if self.agreement_weight > 0 and self.refine != "none":
+            raise ConfigError("config key 'agreement_weight' scores WAM proposals against their own video; refined "
+                              f"plans have none, so it needs refine=none (got refine={self.refine!r})")
         if self.top_k > self.proposals:
             raise ConfigError(f"config key 'top_k' = {self.top_k} must be <= 'proposals' = {self.proposals}")
         if self.elites > self.population:
@@ -70,10 +77,14 @@ class HybridPlanner(WMPlanner):
                                      steps=cfg.flow_steps)
 
         with torch.no_grad():
-            proposals = self.wm.propose(state, instruction or None, cfg.proposals, generator=generator,
-                                        steps=cfg.flow_steps)[0][0]
-            proposals = proposals.clamp(low, high)
+            proposals, video = self.wm.propose(state, instruction or None, cfg.proposals, generator=generator,
+                                               steps=cfg.flow_steps)
+            proposals = proposals[0].clamp(low, high)
             values, latents = evaluate(proposals)
+            if cfg.agreement_weight > 0:  # does the AC side imagine what the WAM imagined for these actions?
+                frames = min(latents.shape[1], video.shape[2])
+                gap = (latents[:, :frames].float() - video[0, :, :frames].float()).pow(2).flatten(1).mean(1)
+                values = values + cfg.agreement_weight * -gap.to(values)
         values = torch.nan_to_num(values.float(), nan=-float("inf"))
         order = values.argsort(descending=True)
         b = int(order[0])

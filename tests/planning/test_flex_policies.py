@@ -139,3 +139,18 @@ def test_budget_presets_shrink_the_search_and_overrides_still_win(wm: FlexWorldM
     assert set(BUDGETS) == {"default", "cpu", "tiny"}
     with pytest.raises(ConfigError, match="unknown policy budget 'fast'"):
         policy_config("cem", budget="fast")
+
+
+def test_hybrid_agreement_picks_the_proposal_whose_video_its_actions_reproduce(wm: FlexWorldModelWrapper) -> None:
+    """agreement_weight scores each WAM proposal by how closely the AC rollout of its actions matches the video the
+    WAM imagined with them: with the heads weighted 0 the values are minus that distance, and the best is kept."""
+    cfg = {"proposals": 4, "top_k": 2, "refine": "none", "agreement_weight": 1.0,
+           "objective": {"success_weight": 0.0, "progress_weight": 0.0}}
+    policy = make_policy("hybrid", wm, cfg, action_space=BOX)
+    policy.reset(0)
+    plan = policy.plan(obs())
+    values = np.asarray(plan.info["proposal_values"])
+    assert values.shape == (4,) and np.all(values < 0) and len(set(values.round(8))) > 1
+    assert plan.score == pytest.approx(values.max()) and plan.info["chosen"] == "proposal"
+    with pytest.raises(ConfigError, match="refine=none"):
+        make_policy("hybrid", wm, {**cfg, "refine": "cem"}, action_space=BOX)
