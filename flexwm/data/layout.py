@@ -200,23 +200,24 @@ def task_list_of(rows: list[dict]) -> list[str]:
     return list(seen)
 
 
+def _dataset_files(root: Path):
+    """Every file under a dataset's meta/, data/ and videos/ (temp files included)."""
+    for base in (Path(root) / "meta", Path(root) / "data", Path(root) / "videos"):
+        if base.is_dir():
+            yield from (f for f in base.rglob("*") if f.is_file())
+
+
 def find_orphans(root: Path, n_episodes: int, chunks_size: int) -> list[Path]:
     """Files an interrupted write left behind: temp files, and data/video/metadata files of episodes >= n."""
-    root = Path(root)
     out = []
-    for base in (root / "meta", root / "data", root / "videos"):
-        if not base.is_dir():
+    for f in _dataset_files(root):
+        if f.name.startswith(".") and f.name.endswith(".tmp"):
+            out.append(f)
             continue
-        for f in base.rglob("*"):
-            if not f.is_file():
-                continue
-            if f.name.startswith(".") and f.name.endswith(".tmp"):
-                out.append(f)
-                continue
-            fm = re.fullmatch(r"file-(\d+)\.(parquet|mp4)", f.name)
-            cm = _CHUNK_RE.fullmatch(f.parent.name)
-            if fm and cm and int(cm.group(1)) * chunks_size + int(fm.group(1)) >= n_episodes:
-                out.append(f)
+        fm = re.fullmatch(r"file-(\d+)\.(parquet|mp4)", f.name)
+        cm = _CHUNK_RE.fullmatch(f.parent.name)
+        if fm and cm and int(cm.group(1)) * chunks_size + int(fm.group(1)) >= n_episodes:
+            out.append(f)
     return sorted(out)
 
 
@@ -233,24 +234,19 @@ def find_packed_orphans(root: Path, rows: list[dict]) -> list[Path]:
                 used.add((cam, r[key], r[f"videos/{cam}/file_index"]))
     staged = {r["episode_index"] for r in rows if r.get("staged")}
     out = []
-    for base in (root / "meta", root / "data", root / "videos"):
-        if not base.is_dir():
-            continue
-        for f in base.rglob("*"):
-            if not f.is_file():
-                continue
-            rel = f.relative_to(root).parts
-            fm = re.fullmatch(r"file-(\d+)\.(parquet|mp4)", f.name)
-            cm = _CHUNK_RE.fullmatch(f.parent.name)
-            sm = _STAGED_RE.fullmatch(f.name)
-            if f.name.startswith(".") and f.name.endswith(".tmp"):
+    for f in _dataset_files(root):
+        rel = f.relative_to(root).parts
+        fm = re.fullmatch(r"file-(\d+)\.(parquet|mp4)", f.name)
+        cm = _CHUNK_RE.fullmatch(f.parent.name)
+        sm = _STAGED_RE.fullmatch(f.name)
+        if f.name.startswith(".") and f.name.endswith(".tmp"):
+            out.append(f)
+        elif rel[0] == "data" and fm and cm and len(rel) == 3:
+            if ("data", int(cm.group(1)), int(fm.group(1))) not in used:
                 out.append(f)
-            elif rel[0] == "data" and fm and cm and len(rel) == 3:
-                if ("data", int(cm.group(1)), int(fm.group(1))) not in used:
-                    out.append(f)
-            elif rel[0] == "videos" and fm and cm and len(rel) == 4:
-                if (rel[1], int(cm.group(1)), int(fm.group(1))) not in used:
-                    out.append(f)
-            elif f.parent == root / STAGING_DIR and sm and int(sm.group(1)) not in staged:
+        elif rel[0] == "videos" and fm and cm and len(rel) == 4:
+            if (rel[1], int(cm.group(1)), int(fm.group(1))) not in used:
                 out.append(f)
+        elif f.parent == root / STAGING_DIR and sm and int(sm.group(1)) not in staged:
+            out.append(f)
     return sorted(out)

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from flexwm.data import DatasetWriter, FlexDataset
 from flexwm.errors import DatasetError
-from tests.helpers.damage import damage_bytes, dataset_files
+from tests.helpers.damage import damage_picked_file, dataset_files
 from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
 
 N_EPISODES = 4
@@ -54,11 +54,8 @@ def _rewrite_parquet(path: Path, change) -> None:
 
 def _damage(root: Path, op: tuple) -> None:
     name, kind, pick, x = op
-    files = dataset_files(root, kind)
-    if not files:
-        return
-    path = files[pick % len(files)]
-    if damage_bytes(path, name, pick, x):
+    path = damage_picked_file(root, op)
+    if path is None:
         return
     if name == "value" and kind == "data":  # a valid file with one different action value
         def change(t):

@@ -3,7 +3,6 @@ a size bound; a packed episode is read by seeking into its mp4; opening a datase
 
 import json
 import shutil
-import types
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +13,7 @@ from flexwm.data import DatasetWriter, FlexDataset, dataset_info, verify
 from flexwm.data.lerobot import STAGING_DIR
 from flexwm.errors import DatasetError
 from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes
+from tests.helpers.video import count_decoded_frames
 
 VIDEO = "observation.images.main"
 MB = 0.02  # about 3-4 episodes of tests.helpers.synth_data per file
@@ -115,35 +115,13 @@ def test_opening_reads_meta_only_whatever_the_number_of_files(tmp_path, monkeypa
 
 
 def test_an_episode_late_in_a_packed_mp4_is_reached_by_seeking(tmp_path, monkeypatch):
-    import av
 
-    from flexwm.data import video as video_mod
 
     root = tmp_path / "ds"
     write_episodes(root, range(8))
     ds = FlexDataset(root)
     assert {e[f"videos/{VIDEO}/file_index"] for e in ds.episodes} == {0}
-    decoded = []
-
-    class Counting:
-        def __init__(self, container):
-            self._c = container
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._c.close()
-
-        def __getattr__(self, name):
-            return getattr(self._c, name)
-
-        def decode(self, *args, **kwargs):
-            for frame in self._c.decode(*args, **kwargs):
-                decoded.append(frame.pts)
-                yield frame
-
-    monkeypatch.setattr(video_mod, "av", types.SimpleNamespace(open=lambda *a, **k: Counting(av.open(*a, **k))))
+    decoded = count_decoded_frames(monkeypatch)
     ep = ds.load_episode(7)
     assert ep.frames.shape[0] == make_episode(7).length
     # every episode starts with a keyframe of its own (the writer remuxes whole encoded episodes), so the seek

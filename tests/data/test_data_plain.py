@@ -30,6 +30,7 @@ from tests.helpers.lerobot_synth import (
     write_lerobot_dataset,
 )
 from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes, write_legacy_episodes
+from tests.helpers.video import count_decoded_frames
 
 
 @pytest.fixture(scope="module")
@@ -255,10 +256,7 @@ def test_old_datasets_still_read_and_resume(tmp_path):
 
 def test_an_episode_late_in_a_packed_mp4_is_reached_by_seeking(tmp_path, monkeypatch):
     """Reading the last episode of a long file decodes one group of pictures before it, not the whole file."""
-    import types
     from fractions import Fraction
-
-    import av
 
     from flexwm.data import video as video_mod
 
@@ -268,27 +266,7 @@ def test_an_episode_late_in_a_packed_mp4_is_reached_by_seeking(tmp_path, monkeyp
     path = tmp_path / "long.mp4"
     video_mod.encode_frames(clip, str(path), container_format="mp4", codec="libx264", rate=Fraction(10, 1),
                             options={"crf": "18", "g": str(gop), "bf": "0"})
-    decoded = []
-
-    class Counting:
-        def __init__(self, container):
-            self._c = container
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self._c.close()
-
-        def __getattr__(self, name):
-            return getattr(self._c, name)
-
-        def decode(self, *args, **kwargs):
-            for frame in self._c.decode(*args, **kwargs):
-                decoded.append(frame.pts)
-                yield frame
-
-    monkeypatch.setattr(video_mod, "av", types.SimpleNamespace(open=lambda *a, **k: Counting(av.open(*a, **k))))
+    decoded = count_decoded_frames(monkeypatch)
     got = video_mod.decode_video(path, from_timestamp=(n - 12) / 10, to_timestamp=(n - 2) / 10)
     assert len(got) == 10 and np.allclose(got[:, 4:12, 4:12].mean(axis=(1, 2, 3)), clip[n - 12:n - 2, 0, 0, 0], atol=3)
     assert len(decoded) <= 10 + gop + 1, len(decoded)  # not the n - 2 frames a read from the start needs

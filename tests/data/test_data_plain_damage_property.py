@@ -28,7 +28,7 @@ from flexwm.data import FlexDataset
 from flexwm.data.lerobot import VIDEO_KEY
 from flexwm.data.pack import pack_dataset
 from flexwm.errors import ConfigError, DatasetError
-from tests.helpers.damage import damage_bytes, dataset_files
+from tests.helpers.damage import damage_picked_file
 from tests.helpers.lerobot_synth import FPS, TOP, write_lerobot_dataset
 from tests.helpers.synth_data import write_legacy_episodes
 
@@ -143,11 +143,8 @@ def _feature_path(field: str, camera: str) -> list[str]:
 
 def _damage(root: Path, op: tuple, camera: str) -> None:
     name, kind, pick, x = op
-    files = dataset_files(root, kind)
-    if not files:
-        return
-    path = files[pick % len(files)]
-    if damage_bytes(path, name, pick, x):
+    path = damage_picked_file(root, op)
+    if path is None:
         return
     if name == "extra_column":
         _rewrite_parquet(path, lambda t: t.append_column("unknown.column", pa.array(np.zeros(t.num_rows))))

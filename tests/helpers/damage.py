@@ -30,3 +30,14 @@ def dataset_files(root: Path, kind: str) -> list[Path]:
     pattern = {"data": "data/**/*.parquet", "video": "videos/**/*.mp4", "meta": "meta/episodes/**/*.parquet",
                "staged": "meta/staging/*", "info": "meta/info.json", "tasks": "meta/tasks.parquet"}[kind]
     return sorted(root.glob(pattern))
+
+
+def damage_picked_file(root: Path, op: tuple) -> Path | None:
+    """Apply op = (name, kind, pick, x) to the pick-th file of `kind`: a byte-level damage is done here (None is
+    returned, as when there is no such file); any other op returns the picked file for the caller to damage."""
+    name, kind, pick, x = op
+    files = dataset_files(root, kind)
+    if not files:
+        return None
+    path = files[pick % len(files)]
+    return None if damage_bytes(path, name, pick, x) else path
