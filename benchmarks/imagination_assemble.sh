@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=benchmarks/results/imagination_cpu
 hybrid=()
-for f in "$R"/hybrid-*.json; do [ -e "$f" ] && hybrid+=(--hybrid "$f"); done
+for f in "$R"/hybrid-[ab].json; do [ -e "$f" ] && hybrid+=(--hybrid "$f"); done
+for f in "$R"/hybrid-agree-*.json; do [ -e "$f" ] && hybrid+=(--hybrid-agreement "$f"); done
 [ ${#hybrid[@]} -gt 0 ] && hybrid+=(--wam benchmarks/results/headline_cpu/flex-exec4-a.json
                                     --wam benchmarks/results/headline_cpu/flex-exec4-b.json)
 python benchmarks/imagination.py assemble --dir "$R/suite" \
