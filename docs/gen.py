@@ -467,8 +467,10 @@ def page_acting(R: Results) -> str:
         out.append(table(["way to act", "success (Wilson 95% CI)", "s / decision"], rows))
         gain = 100 * (max(h["hybrid"], ag["hybrid"] if ag else 0.0) - h["wam"])
         out.append(f"Target `hybrid` >= `wam` + 10 points: **{'met' if gain >= 10 else 'not met'}** "
-                   f"({gain:+.1f} points). Per task (wam / hybrid successes): " + ", ".join(
-                       f"{t} {v['wam']}/{v['hybrid']}" for t, v in h["per_task"].items()) + ". Seconds per decision "
+                   f"({gain:+.1f} points, the better hybrid). Per task, successes of `wam` / head-scored `hybrid`"
+                   + (" / agreement-scored `hybrid`" if ag else "") + ": " + ", ".join(
+                       f"{t} {v['wam']}/{v['hybrid']}" + (f"/{ag['per_task'][t]['hybrid']}" if ag else "")
+                       for t, v in h["per_task"].items()) + ". Seconds per decision "
                    "were timed on the shared 2-core machine while other jobs ran; read them as a ratio.")
     return page("Ways to act", "Success of every way to act with one model, on the real simulator.", out, R)
 
