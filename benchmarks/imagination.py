@@ -344,8 +344,11 @@ def assemble(args: argparse.Namespace) -> None:
                                             for h in x if h[0] == "h" and h[1:].isdigit()} | {"windows": x["windows"]}
                                         for o, x in r["by_outcome"].items()} for name, r in dr["runs"].items()}}
     out["hybrid"] = hybrid_summary(args.hybrid, args.wam) if args.hybrid else None
-    if args.hybrid_agreement:  # the same, scored by WAM-video / AC-rollout agreement instead of the heads
-        out["hybrid_agreement"] = hybrid_summary(args.hybrid_agreement, args.wam)
+    variants: dict[str, list[str]] = {}  # other hybrid settings on the same episodes, e.g. scored by agreement
+    for item in args.hybrid_variant:
+        name, _, path = item.partition("=")
+        variants.setdefault(name, []).append(path)
+    out["hybrid_variants"] = {name: hybrid_summary(files, args.wam) for name, files in variants.items()}
     out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     out["commit"] = git.stdout.strip()
@@ -395,8 +398,9 @@ def main() -> None:
     a.add_argument("--head-refit", default=None, help="head_tuning.json of `fit-head`")
     a.add_argument("--drift", default=None, help="benchmarks/train.py ac-error output over a whole episode")
     a.add_argument("--hybrid", action="append", default=[], help="flexwm eval outputs of --policy hybrid")
-    a.add_argument("--hybrid-agreement", action="append", default=[],
-                   help="flexwm eval outputs of --policy hybrid --set agreement_weight=... (same seeds)")
+    a.add_argument("--hybrid-variant", action="append", default=[],
+                   help="NAME=FILE: flexwm eval outputs of another hybrid setting on the same seeds (repeat a NAME "
+                        "for its several files)")
     a.add_argument("--wam", action="append", default=[], help="flexwm eval outputs of the same model's wam, "
                                                               "same seeds (paired by task and seed)")
     a.add_argument("--rl", default=None)

@@ -6,7 +6,13 @@ cd "$(dirname "$0")/.."
 R=benchmarks/results/imagination_cpu
 hybrid=()
 for f in "$R"/hybrid-[ab].json; do [ -e "$f" ] && hybrid+=(--hybrid "$f"); done
-for f in "$R"/hybrid-agree-*.json; do [ -e "$f" ] && hybrid+=(--hybrid-agreement "$f"); done
+# other hybrid settings, named by their files: hybrid-NAME-a.json, hybrid-NAME-b.json (NAME: agree = agreement
+# scoring with 4 proposals, agree8 = with 8)
+for f in "$R"/hybrid-*-[ab].json; do
+  [ -e "$f" ] || continue
+  name=$(basename "$f" .json); name=${name#hybrid-}; name=${name%-[ab]}
+  hybrid+=(--hybrid-variant "$name=$f")
+done
 [ ${#hybrid[@]} -gt 0 ] && hybrid+=(--wam benchmarks/results/headline_cpu/flex-exec4-a.json
                                     --wam benchmarks/results/headline_cpu/flex-exec4-b.json)
 python benchmarks/imagination.py assemble --dir "$R/suite" \

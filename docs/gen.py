@@ -459,17 +459,20 @@ def page_acting(R: Results) -> str:
                    f"paired by reset seed):")
         rows = [["`wam`", rate(k_w, n), num(h["wam_seconds_per_decision"], 3)],
                 ["`hybrid` (success and progress heads)", rate(k_h, n), num(h["seconds_per_decision"], 3)]]
-        ag = R.peek("imagination_cpu.json").get("hybrid_agreement")
-        if ag:
-            rows.append([f"`hybrid` (agreement of the WAM's video with the AC rollout of its actions, no head; "
-                         f"{ag['episodes']} episodes)", rate(round(ag["hybrid"] * ag["episodes"]), ag["episodes"]),
-                         num(ag["seconds_per_decision"], 3)])
+        variants = R.peek("imagination_cpu.json").get("hybrid_variants") or {}
+        for v in variants.values():
+            c = v.get("hybrid_config") or {}
+            what = ("agreement of the WAM's video with the AC rollout of its actions, no head" if
+                    c.get("agreement_weight") and not c.get("objective", {}).get("success_weight") else "other")
+            rows.append([f"`hybrid` ({what}; {c.get('proposals')} proposals)",
+                         rate(round(v["hybrid"] * v["episodes"]), v["episodes"]), num(v["seconds_per_decision"], 3)])
         out.append(table(["way to act", "success (Wilson 95% CI)", "s / decision"], rows))
-        gain = 100 * (max(h["hybrid"], ag["hybrid"] if ag else 0.0) - h["wam"])
+        gain = 100 * (max([h["hybrid"]] + [v["hybrid"] for v in variants.values()]) - h["wam"])
         out.append(f"Target `hybrid` >= `wam` + 10 points: **{'met' if gain >= 10 else 'not met'}** "
-                   f"({gain:+.1f} points, the better hybrid). Per task, successes of `wam` / head-scored `hybrid`"
-                   + (" / agreement-scored `hybrid`" if ag else "") + ": " + ", ".join(
-                       f"{t} {v['wam']}/{v['hybrid']}" + (f"/{ag['per_task'][t]['hybrid']}" if ag else "")
+                   f"({gain:+.1f} points, the best hybrid). Per task, successes of `wam` / head-scored `hybrid`"
+                   + "".join(f" / `hybrid` {n}" for n in variants) + ": " + ", ".join(
+                       f"{t} {v['wam']}/{v['hybrid']}" + "".join(f"/{x['per_task'][t]['hybrid']}"
+                                                                 for x in variants.values())
                        for t, v in h["per_task"].items()) + ". Seconds per decision "
                    "were timed on the shared 2-core machine while other jobs ran; read them as a ratio.")
     return page("Ways to act", "Success of every way to act with one model, on the real simulator.", out, R)
