@@ -195,6 +195,16 @@ def _make(env_id: str, kwargs: dict[str, Any]) -> Any:
                        "--env-set kwargs.NAME=VALUE options (env_options kwargs)") from None
 
 
+def _require_key(where: str, obs_space: Any, keys: list[str] | None, what: str, key: str, not_dict_hint: str,
+                 missing_hint: str) -> None:
+    """The env's Dict observation has `key` (the `what` source: pixel or proprio), or a clear EnvError."""
+    if keys is None:
+        raise EnvError(f"{where} has a {type(obs_space).__name__} observation, not a Dict one, so it has no key "
+                       f"{key!r}; {not_dict_hint}")
+    if key not in keys:
+        raise EnvError(f"{where}'s observation has no {what} key {key!r}; its keys are {keys}. {missing_hint}")
+
+
 class GymnasiumEnv(RobotEnv):
     """One gymnasium environment as a RobotEnv (see the module docstring)."""
 
@@ -256,26 +266,18 @@ class GymnasiumEnv(RobotEnv):
         obs_space = self._env.observation_space
         keys = list(obs_space.spaces) if isinstance(obs_space, spaces.Dict) else None
         if opts.pixels not in ("render", "observation"):
-            if keys is None:
-                raise EnvError(f"{where} has a {type(obs_space).__name__} observation, not a Dict one, so it has no "
-                               f"key {opts.pixels!r}; set pixels to render, or to observation if the observation "
-                               "is the image")
-            if opts.pixels not in keys:
-                raise EnvError(f"{where}'s observation has no pixel key {opts.pixels!r}; its keys are {keys}. Set "
-                               "pixels to one of them, or to render")
+            _require_key(where, obs_space, keys, "pixel", opts.pixels,
+                         "set pixels to render, or to observation if the observation is the image",
+                         "Set pixels to one of them, or to render")
         if opts.pixels == "observation" and keys is not None:
             raise EnvError(f"{where} has a Dict observation (keys {keys}); set pixels to the key of the image")
         if opts.proprio is None or opts.proprio == "none":
             flat_box = keys is None and not _is_image_space(obs_space) and opts.pixels != "observation"
             self._proprio_key: str | None = "" if opts.proprio is None and flat_box else None
-        elif keys is None:
-            raise EnvError(f"{where} has a {type(obs_space).__name__} observation, not a Dict one, so it has no key "
-                           f"{opts.proprio!r}; leave proprio unset (a flat Box observation is the proprioception) "
-                           "or set it to none")
-        elif opts.proprio not in keys:
-            raise EnvError(f"{where}'s observation has no proprio key {opts.proprio!r}; its keys are {keys}. Set "
-                           "proprio to one of them, or to none")
         else:
+            _require_key(where, obs_space, keys, "proprio", opts.proprio,
+                         "leave proprio unset (a flat Box observation is the proprioception) or set it to none",
+                         "Set proprio to one of them, or to none")
             self._proprio_key = opts.proprio
         if self._proprio_key is None:
             self.proprio_dim = 1  # no proprioception: one constant 0
