@@ -169,7 +169,10 @@ class FrameTokenizer(nn.Module):
 
     def fingerprint(self) -> str:
         """sha256 (hex, 16 chars) of the config and every weight/buffer: identifies cached latents."""
-        h = hashlib.sha256(json.dumps(to_dict(self.config), sort_keys=True).encode())
+        # optional fields left unset (None, {}) are not hashed, so adding one to the config later keeps the
+        # fingerprints, and so the latent caches, of tokenizers saved before it
+        cfg = {k: v for k, v in to_dict(self.config).items() if v is not None and v != {}}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
         for k, v in sorted(self.state_dict().items()):
             h.update(k.encode())
             h.update(str(v.dtype).encode())

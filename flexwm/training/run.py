@@ -45,6 +45,37 @@ from flexwm.training.loop import TrainConfig, Trainer, ddp_setup
 
 
 @dataclass
+class EpisodeFilter:
+    """Which of the training episodes (those not held out) a run trains on; empty keeps them all."""
+
+    sources: list[str] = field(default_factory=list,
+                               help="keep only these sources (expert, noisy, play, random, ...); empty: all")
+    outcomes: list[str] = field(default_factory=list,
+                                help="keep only these outcomes (success, failure, play, unlabelled); empty: all")
+    per_task: int | None = field(None, ge=1, help="then keep the first N episodes of each task (by episode index)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        bad = [o for o in self.outcomes if o not in flow.OUTCOME_CODES]
+        if bad:
+            raise ConfigError(f"train_episodes.outcomes has unknown outcome(s) {bad}; use {list(flow.OUTCOME_CODES)}")
+
+    def apply(self, episodes: list[dict[str, Any]], train: list[int]) -> list[int]:
+        keep = [i for i in train if (not self.sources or episodes[i].get("source") in self.sources)
+                and (not self.outcomes or episodes[i].get("outcome") in self.outcomes)]
+        if self.per_task is None:
+            return keep
+        seen: dict[str, int] = {}
+        out = []
+        for i in keep:
+            task = episodes[i].get("env_task") or episodes[i].get("instruction") or ""
+            if seen.get(task, 0) < self.per_task:
+                seen[task] = seen.get(task, 0) + 1
+                out.append(i)
+        return out
+
+
+@dataclass
 class RunConfig:
     preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
@@ -73,6 +104,10 @@ class RunConfig:
     paraphrase_prob: float = field(0.5, ge=0.0, le=1.0, help="P(a success window uses a training paraphrase)")
     heldout_every: int = field(10, ge=2, help="every k-th episode of each dataset is held out (0-based k-1)")
     window_stride: int = field(1, ge=1, help="step between window start times")
+    train_episodes: EpisodeFilter = field(
+        default_factory=EpisodeFilter,
+        help="train on a subset of the training episodes, e.g. --set train_episodes.sources=[expert] --set "
+             "train_episodes.per_task=10 (held-out episodes stay the same)")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -210,6 +245,10 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
         if len(ds) == 0:
             raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")
     splits = [_split(len(ds), cfg.heldout_every) for ds in datasets]
+    splits = [(cfg.train_episodes.apply(ds.episodes, tr), held) for ds, (tr, held) in zip(datasets, splits)]
+    if not any(tr for tr, _ in splits):
+        raise DatasetError(f"train_episodes {to_dict(cfg.train_episodes)} keeps no training episode of {cfg.data}; "
+                           "`flexwm data info DIR` lists the sources, outcomes and tasks there are")
 
     if cfg.model.variant == "wam-only":
         n_succ = sum(ep["outcome"] == "success" for ds, (tr, _) in zip(datasets, splits) for i, ep in

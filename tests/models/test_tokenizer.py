@@ -154,3 +154,17 @@ def test_frames_from_dataset_like_object():
     assert frames_array(eps, frame_stride=2).shape == (9, 64, 64, 3)
     with pytest.raises(ValueError, match="uint8 frames"):
         frames_array(np.zeros((4, 64, 64, 3), np.float32))
+
+
+def test_fingerprint_ignores_unset_optional_config_fields(monkeypatch):
+    """Adding an optional config field later must not change the fingerprints (and latent caches) of saved
+    tokenizers: the fingerprint hashes only fields that are set."""
+    import flexwm.models.tokenizer as tok_mod
+
+    tok, _ = train_tokenizer(synthetic_frames(8), "tiny", steps=2, batch_size=4, seed=0, progress=False)
+    before = tok.fingerprint()
+    real = tok_mod.to_dict
+    monkeypatch.setattr(tok_mod, "to_dict", lambda c: {**real(c), "a_later_field": None, "another": {}})
+    assert tok.fingerprint() == before
+    monkeypatch.setattr(tok_mod, "to_dict", lambda c: {**real(c), "a_later_field": 1})
+    assert tok.fingerprint() != before

@@ -172,3 +172,15 @@ def test_init_from_with_other_action_space_is_refused(dataset, tmp_path):
         train_world_model(_cfg(wrong, init_from=str(base_dir)), tmp_path / "ft-p", progress=False)
     with pytest.raises(ConfigError, match="needs init_from"):
         train_world_model(_cfg(dataset, finetune="adapters"), tmp_path / "x", progress=False)
+
+
+def test_train_episodes_filter_keeps_chosen_training_episodes(dataset, tmp_path):
+    # toy outcomes cycle success, failure, play; episode 9 is held out
+    cfg = _cfg(dataset, train_episodes={"outcomes": ["success", "play"], "per_task": 3})
+    prep, _, _ = prepare(cfg, tmp_path, progress=False)
+    assert sorted(set(prep.index[:, 1].tolist())) == [0, 2, 3]  # first 3 successes or play, in episode order
+    assert prep.heldout == [[9]]  # the held-out episodes do not move
+    with pytest.raises(DatasetError, match="keeps no training episode"):
+        prepare(_cfg(dataset, train_episodes={"sources": ["no-such-source"]}), tmp_path / "none", progress=False)
+    with pytest.raises(ConfigError, match="unknown outcome"):
+        _cfg(dataset, train_episodes={"outcomes": ["sucess"]})
