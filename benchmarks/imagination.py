@@ -279,6 +279,45 @@ def hybrid_summary(hybrid_files: list[str], wam_files: list[str]) -> dict[str, A
             "hybrid_config": h_tasks[0].get("policy_config"), "sources": {"hybrid": hybrid_files, "wam": wam_files}}
 
 
+def rl_summary(path: str) -> dict[str, Any]:
+    """A benchmarks/rl.py result in the issue's schema: per-task real success before / after RL in imagination /
+    after RL in the real simulator (fractions), episodes per task, and the pooled gains in points."""
+    d = json.loads(Path(path).read_text())
+    tasks = list(d["tasks"])
+    rates = {k: [d["per_task"][t][k]["summary"]["rate"] for t in tasks] for k in ("before", "imagination", "real")}
+    mean = {k: sum(v) / len(v) for k, v in rates.items()}
+    return {"tasks": tasks, "before": rates["before"], "after_imagination": rates["imagination"],
+            "after_real": rates["real"], "episodes": d["episodes_per_task"],
+            "gain_imagination_points": 100 * (mean["imagination"] - mean["before"]),
+            "gain_real_points": 100 * (mean["real"] - mean["before"]),
+            "worst_task_change_imagination_points": min(100 * (a - b) for a, b in zip(rates["imagination"],
+                                                                                      rates["before"])),
+            "run": d["run"], "improve_config": d["improve_config"], "seed": d["seed"],
+            "demos_per_task": d.get("demos_per_task"), "source": path, "command": d.get("command")}
+
+
+def failure_play_summary(ac_error: str, calibrations: dict[str, str]) -> dict[str, Any]:
+    """Claim 5a: models trained with and without the failure + play episodes at equal compute, compared on their
+    action-conditioned error on held-out episodes per outcome and on their held-out imagined-success AUC."""
+    d = json.loads(Path(ac_error).read_text())
+    out: dict[str, Any] = {"source": ac_error, "command": d.get("command"), "models": {}}
+    for name, r in d["runs"].items():
+        cfg = json.loads((Path(r["run_dir"]) / "run_config.json").read_text())
+        row: dict[str, Any] = {"run": r["run_dir"], "train_episodes": cfg.get("train_episodes"),
+                               "samples": cfg["train"]["steps"] * cfg["train"]["batch_size"],
+                               "latent_mse": {o: {h: x[h]["latent_mse"] for h in x if h[0] == "h" and h[1:].isdigit()}
+                                              for o, x in r["by_outcome"].items()},
+                               "psnr_db": {o: {h: x[h]["psnr_db"] for h in x if h[0] == "h" and h[1:].isdigit()}
+                                           for o, x in r["by_outcome"].items()},
+                               "windows": {o: x["windows"] for o, x in r["by_outcome"].items()}}
+        if name in calibrations:
+            c = json.loads(Path(calibrations[name]).read_text())
+            row["calibration"] = {k: c[k] for k in ("auc", "balanced_accuracy", "threshold", "n_success",
+                                                     "n_failure", "flow_steps", "command") if k in c}
+        out["models"][name] = row
+    return out
+
+
 def assemble(args: argparse.Namespace) -> None:
     import subprocess
 
@@ -349,7 +388,10 @@ def assemble(args: argparse.Namespace) -> None:
         name, _, path = item.partition("=")
         variants.setdefault(name, []).append(path)
     out["hybrid_variants"] = {name: hybrid_summary(files, args.wam) for name, files in variants.items()}
-    out["rl"] = json.loads(Path(args.rl).read_text()) if args.rl else None
+    out["rl"] = rl_summary(args.rl) if args.rl else None
+    out["failure_play"] = (failure_play_summary(args.failure_play, pairs(args.failure_play_calibration,
+                                                                         "--failure-play-calibration"))
+                           if args.failure_play else None)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     out["commit"] = git.stdout.strip()
     out["scatter"] = str(scatter(out, Path(args.out).with_name(Path(args.out).stem + "_scatter.png")))
@@ -403,7 +445,11 @@ def main() -> None:
                         "for its several files)")
     a.add_argument("--wam", action="append", default=[], help="flexwm eval outputs of the same model's wam, "
                                                               "same seeds (paired by task and seed)")
-    a.add_argument("--rl", default=None)
+    a.add_argument("--rl", default=None, help="benchmarks/rl.py output")
+    a.add_argument("--failure-play", default=None, help="benchmarks/train.py ac-error output of models trained "
+                                                        "with and without the failure + play episodes")
+    a.add_argument("--failure-play-calibration", action="append", default=[],
+                   help="NAME=FILE: flexwm calibrate output of each of those models")
     a.add_argument("--out", required=True)
     args = ap.parse_args()
     {"suite": run_suite, "fit-head": fit_head, "assemble": assemble}[args.cmd](args)

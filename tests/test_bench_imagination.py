@@ -37,3 +37,31 @@ def test_suite_stats_refuse_an_incomplete_suite():
     recs = [record("a", "p", [True], [0.9]), record("a", "q", [False], [0.1]), record("b", "p", [True], [0.9])]
     with pytest.raises(SystemExit, match="incomplete"):
         img.suite_stats(recs, "m", 0.5)
+
+
+def test_rl_and_failure_play_summaries(tmp_path):
+    import json
+
+    img = load_benchmark("imagination")
+    summ = lambda k, n=10: {"summary": {"rate": k / n, "successes": k, "episodes": n}}  # noqa: E731
+    rl = {"tasks": ["a", "b"], "episodes_per_task": 10, "run": "r", "seed": 1, "improve_config": {},
+          "per_task": {"a": {"before": summ(2), "imagination": summ(5), "real": summ(6)},
+                       "b": {"before": summ(4), "imagination": summ(3), "real": summ(8)}}}
+    (tmp_path / "rl.json").write_text(json.dumps(rl))
+    s = img.rl_summary(str(tmp_path / "rl.json"))
+    assert s["before"] == [0.2, 0.4] and s["after_imagination"] == [0.5, 0.3] and s["after_real"] == [0.6, 0.8]
+    assert s["gain_imagination_points"] == pytest.approx(10.0) and s["gain_real_points"] == pytest.approx(40.0)
+    assert s["worst_task_change_imagination_points"] == pytest.approx(-10.0) and s["episodes"] == 10
+
+    for name, outcomes in (("with", []), ("without", ["success"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run_config.json").write_text(json.dumps(
+            {"train": {"steps": 10, "batch_size": 4}, "train_episodes": {"outcomes": outcomes}}))
+    by_outcome = {"failure": {"windows": 3, "h4": {"latent_mse": 0.2, "psnr_db": 25.0}}}
+    (tmp_path / "ac.json").write_text(json.dumps({"command": "c", "runs": {
+        n: {"run_dir": str(tmp_path / n), "by_outcome": by_outcome} for n in ("with", "without")}}))
+    (tmp_path / "cal.json").write_text(json.dumps({"auc": 0.7, "threshold": 0.5, "flow_steps": 4}))
+    fp = img.failure_play_summary(str(tmp_path / "ac.json"), {"with": str(tmp_path / "cal.json")})
+    assert fp["models"]["with"]["latent_mse"] == {"failure": {"h4": 0.2}} and fp["models"]["with"]["samples"] == 40
+    assert fp["models"]["with"]["calibration"]["auc"] == 0.7 and "calibration" not in fp["models"]["without"]
+    assert fp["models"]["without"]["train_episodes"] == {"outcomes": ["success"]}
