@@ -95,9 +95,22 @@ def assemble(evals: dict[str, str], pretrain_run: str | None, finetune_runs: dic
                                                "flow_steps": results[k].get("flow_steps"),
                                                "policy": results[k].get("policy")} for k, v in evals.items()}}
     if {"video-pretrained", "scratch"} <= set(pooled):
-        a, b = pooled["video-pretrained"], pooled["scratch"]
-        out["difference_points"] = 100 * (a["rate"] - b["rate"])
+        out.update(paired_difference(results["video-pretrained"], results["scratch"]))
     return out
+
+
+def paired_difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Success of `a` minus `b` on the same (task, reset seed) episodes, in points, with the 95% interval of a
+    difference of paired proportions (Wald on the discordant pairs) and the discordant counts."""
+    pairs = [(ea["success"], eb["success"]) for t in a["per_task"]
+             for ea, eb in zip(a["per_task"][t]["per_episode"], b["per_task"][t]["per_episode"])]
+    n = len(pairs)
+    only_a = sum(x and not y for x, y in pairs)
+    only_b = sum(y and not x for x, y in pairs)
+    d = (only_a - only_b) / n
+    se = (only_a + only_b - (only_a - only_b) ** 2 / n) ** 0.5 / n
+    return {"difference_points": 100 * d, "difference_ci95_points": [100 * (d - 1.96 * se), 100 * (d + 1.96 * se)],
+            "paired_episodes": n, "only_pretrained_succeeds": only_a, "only_scratch_succeeds": only_b}
 
 
 def main(argv: list[str] | None = None) -> None:

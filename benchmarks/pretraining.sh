@@ -32,6 +32,10 @@ train "$OUT/ft-scratch-2k" --steps 2000 "${DEMOS[@]}"
 # 4. the same 220 episodes (reset seeds 20000-20019, held-out instructions) for both
 evaluate "$OUT/ft-pretrained-2k" "$OUT/eval-pretrained.json"
 evaluate "$OUT/ft-scratch-2k" "$OUT/eval-scratch.json"
-"$PY" benchmarks/pretraining.py --eval video-pretrained="$OUT/eval-pretrained.json" --eval scratch="$OUT/eval-scratch.json" \
+# the raw evaluations are kept beside the results file
+R=benchmarks/results/pretraining_cpu
+mkdir -p $R
+cp "$OUT/eval-pretrained.json" "$OUT/eval-scratch.json" $R/
+"$PY" benchmarks/pretraining.py --eval video-pretrained=$R/eval-pretrained.json --eval scratch=$R/eval-scratch.json \
   --pretrain-run "$OUT/video-3k" --finetune-run video-pretrained="$OUT/ft-pretrained-2k" \
   --finetune-run scratch="$OUT/ft-scratch-2k" --out benchmarks/results/pretraining_cpu.json
