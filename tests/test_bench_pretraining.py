@@ -43,6 +43,10 @@ def test_assemble_pools_paired_evaluations(tmp_path):
     lo, hi = out["pooled"]["scratch"]["ci95"]
     assert 0 < lo < 1 / 8 < hi < 1
     assert out["difference_points"] == pytest.approx(25.0)
+    # paired: 2 episodes only the pretrained model solves, none only scratch solves, 8 pairs
+    assert (out["only_pretrained_succeeds"], out["only_scratch_succeeds"], out["paired_episodes"]) == (2, 0, 8)
+    lo, hi = out["difference_ci95_points"]
+    assert lo < 25.0 < hi and hi - lo > 10
     assert out["compute"]["video-pretrained"]["pretrain"]["modes"] == {"video": 1.0}
     assert out["compute"]["scratch"]["finetune"]["samples"] == 64000
 
