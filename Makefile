@@ -119,6 +119,9 @@ LEROBOT_VERSION := 0.4.4
 LEROBOT_TORCHVISION_VERSION := 0.28.0
 LTPY := $(LEROBOT_TRAIN_VENV)/bin/python
 LTSTAMP := $(LEROBOT_TRAIN_VENV)/.lerobot-installed
+# (re)written on every run, so the venv follows the checkout's path
+LTPTH = printf '%s\nimport flexwm_lerobot_compat\n' "$(CURDIR)/benchmarks/lerobot_train_compat" \
+  > "$$($(LTPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/flexwm_lerobot_compat.pth"
 
 .PHONY: lerobot-train-venv lerobot-train
 lerobot-train-venv: $(LTSTAMP)
@@ -136,13 +139,13 @@ $(LTSTAMP):
 	$(LTPY) -m pip install --quiet -r $(LEROBOT_TRAIN_VENV)/lerobot-requirements.txt \
 	  -c $(LEROBOT_TRAIN_VENV)/constraints.txt
 	! $(LTPY) -m pip list 2>/dev/null | grep -i '^nvidia-'
-	printf '%s\nimport flexwm_lerobot_compat\n' "$(CURDIR)/benchmarks/lerobot_train_compat" \
-	  > "$$($(LTPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/flexwm_lerobot_compat.pth"
+	$(LTPTH)
 	$(LTPY) -c "import torch, torchvision, lerobot.scripts.lerobot_train; print('lerobot-train env: torch', \
 	  torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
 lerobot-train: $(LTSTAMP) $(STAMP)
+	$(LTPTH)
 	benchmarks/lerobot_train.sh $(PY) $(LEROBOT_TRAIN_VENV) runs/lerobot-train
 
 # regenerate docs/cli.md, docs/results/*.md and README.md's headline table from the code and benchmarks/results/
