@@ -73,7 +73,7 @@ bench-collect: install
 	$(VENV)/bin/python benchmarks/collect.py --out benchmarks/results/collect.json
 
 clean:
-	rm -rf $(VENV) $(LEROBOT_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LEROBOT_VENV) $(LEROBOT_TRAIN_VENV) .pytest_cache .ruff_cache
 
 # The live LeRobot round trip (manual, not part of `make test`): a separate environment with LeRobot's dataset
 # package (lerobot-dataset, = lerobot's datasets/) reusing flexwm's CPU torch through a .pth file (LeRobot pins
@@ -106,6 +106,47 @@ lerobot-roundtrip: $(LRSTAMP)
 
 lerobot-fixtures: $(LRSTAMP)
 	$(LRPY) tests/fixtures/make_lerobot_fixtures.py tests/fixtures
+
+# LeRobot's `lerobot-train` on a dataset flexwm writes (manual, not part of `make test`): a second environment
+# with the full lerobot 0.4.4 package. LeRobot pins torch < 2.11 and torchvision < 0.26, whose wheels pull CUDA
+# torch, so torch==$(TORCH_VERSION) goes in first (the CPU wheel pip's find-links offer; no nvidia-* package may
+# follow), then torchvision and lerobot without dependencies, then lerobot's other requirements as its metadata
+# lists them (torchcodec left out: it needs FFmpeg's shared libraries and a build for the installed torch), with
+# torch and torchvision held by a constraints file. A .pth file loads benchmarks/lerobot_train_compat (two
+# environment shims for torchvision 0.28 next to a CPU torch). Runs benchmarks/lerobot_train.sh.
+LEROBOT_TRAIN_VENV ?= .venv-lerobot-train
+LEROBOT_VERSION := 0.4.4
+LEROBOT_TORCHVISION_VERSION := 0.28.0
+LTPY := $(LEROBOT_TRAIN_VENV)/bin/python
+LTSTAMP := $(LEROBOT_TRAIN_VENV)/.lerobot-installed
+# (re)written on every run, so the venv follows the checkout's path
+LTPTH = printf '%s\nimport flexwm_lerobot_compat\n' "$(CURDIR)/benchmarks/lerobot_train_compat" \
+  > "$$($(LTPY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/flexwm_lerobot_compat.pth"
+
+.PHONY: lerobot-train-venv lerobot-train
+lerobot-train-venv: $(LTSTAMP)
+
+$(LTSTAMP):
+	test -x $(LTPY) || $(PYTHON) -m venv $(LEROBOT_TRAIN_VENV)
+	$(LTPY) -m pip install --quiet --upgrade pip
+	$(LTPY) -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(LTPY) -m pip install --quiet --no-deps "torchvision==$(LEROBOT_TORCHVISION_VERSION)" "lerobot==$(LEROBOT_VERSION)"
+	printf 'torch==%s\ntorchvision==%s\n' $(TORCH_VERSION) $(LEROBOT_TORCHVISION_VERSION) \
+	  > $(LEROBOT_TRAIN_VENV)/constraints.txt
+	$(LTPY) -c "import importlib.metadata as m, re; print('\n'.join(r.split(';')[0] for r in m.requires('lerobot') \
+	  if 'extra ==' not in r and re.split('[^A-Za-z0-9_.-]', r)[0] not in ('torch', 'torchvision', 'torchcodec')))" \
+	  > $(LEROBOT_TRAIN_VENV)/lerobot-requirements.txt
+	$(LTPY) -m pip install --quiet -r $(LEROBOT_TRAIN_VENV)/lerobot-requirements.txt \
+	  -c $(LEROBOT_TRAIN_VENV)/constraints.txt
+	! $(LTPY) -m pip list 2>/dev/null | grep -i '^nvidia-'
+	$(LTPTH)
+	$(LTPY) -c "import torch, torchvision, lerobot.scripts.lerobot_train; print('lerobot-train env: torch', \
+	  torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+lerobot-train: $(LTSTAMP) $(STAMP)
+	$(LTPTH)
+	benchmarks/lerobot_train.sh $(PY) $(LEROBOT_TRAIN_VENV) runs/lerobot-train
 
 # regenerate docs/cli.md, docs/results/*.md and README.md's headline table from the code and benchmarks/results/
 .PHONY: docs
