@@ -626,6 +626,14 @@ def failure_play_section(fp: dict) -> list[str]:
         out.append(f"Adding the failure and play episodes at equal compute changes the error at {h[1:]} frames: "
                    + "; ".join(change) + (f"; AUC {num(auc[0], 3)} -> {num(auc[1], 3)}" if None not in auc else "")
                    + ".")
+        rel = max(abs(w["latent_mse"][o][h] / wo["latent_mse"][o][h] - 1) for o in outcomes)
+        if rel < 0.05:
+            out.append(f"At this compute the action-conditioned error does not depend on them (every outcome within "
+                       f"{100 * rel:.0f}%; with {w['samples']:,} training windows neither is near convergence on "
+                       "prediction). "
+                       "What they change is the judgment of success: failed and play episodes are the success head's "
+                       "only negative episodes" + (", and held-out AUC falls to near chance without them."
+                                                   if auc[0] is not None and auc[0] < 0.6 else "."))
     return out
 
 
