@@ -166,6 +166,8 @@ def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
     from flexwm.data.inspect import write_preview
 
     out = out or Path(root) / "preview.mp4"
+    if out.exists():
+        raise ConfigError(f"{out} exists; pass --out NEW.mp4, or delete it to write it again")
     write_preview(root, out, n_episodes=episodes, camera=camera, outcome=outcome)
     typer.echo(f"wrote {out}")
 

@@ -132,6 +132,10 @@ def test_info_verify_preview_on_a_plain_dataset(packed, tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["ok"] == 5
     r = runner.invoke(app, ["data", "preview", str(packed), "--camera", TOP, "--out", str(tmp_path / "c.mp4")])
     assert r.exit_code == 0 and (tmp_path / "c.mp4").is_file()
+    before = (tmp_path / "c.mp4").read_bytes()
+    r = runner.invoke(app, ["data", "preview", str(packed), "--camera", TOP, "--out", str(tmp_path / "c.mp4")])
+    assert r.exit_code != 0 and "exists" in str(r.output) + str(r.exception)  # never replaced silently
+    assert (tmp_path / "c.mp4").read_bytes() == before
 
 
 def test_damage_in_a_packed_file_names_it(packed, tmp_path):
