@@ -17,6 +17,7 @@ import flexwm
 from flexwm.cli import app
 from flexwm.errors import ConfigError
 from tests.helpers.toy_gym import ENV_ID
+from tests.helpers.tracking import read_scalars
 
 TOY = f"gym:{ENV_ID}"
 OPTS = {"pixels": "image", "proprio": "agent_pos", "instructions": "reach the green dot"}
@@ -80,13 +81,16 @@ def test_improve_and_steer_wam_in_imagination_and_in_the_env(run, tmp_path):
              "--set", "updates=1"]
     for backend in (["--ckpt", run], ["--real"]):
         out = tmp_path / f"improved-{backend[0].strip('-')}"
-        _invoke(["improve", "--bc", tmp_path / "bc", *backend, "--env", TOY, *ENV_SET, "--out", out, *small])
+        _invoke(["improve", "--bc", tmp_path / "bc", *backend, "--env", TOY, *ENV_SET, "--out", out, *small,
+                 "--tensorboard"])
         log = json.loads((out / "improve_log.json").read_text())
         assert log["task"] == "ToyReach-v0" and log["instruction"] == "reach the green dot"
         assert (out / "model.safetensors").exists()
+        assert read_scalars(out / "tensorboard"), "improve --tensorboard wrote no curves"
     _invoke(["steer-wam", "--ckpt", run, "--env", TOY, *ENV_SET, "--out", tmp_path / "steer", *small,
-             "--set", "hidden=8"])
+             "--set", "hidden=8", "--tensorboard"])
     assert (tmp_path / "steer" / "model.safetensors").exists()
+    assert read_scalars(tmp_path / "steer" / "tensorboard"), "steer-wam --tensorboard wrote no curves"
 
 
 def test_gym_make_with_the_trained_model(run):
