@@ -178,7 +178,7 @@ def data_verify(root: Path = typer.Argument(..., help="dataset directory"),
     """Decode and check every episode; exit 1 if any is damaged."""
     from flexwm.data import verify
 
-    report = verify(root, camera=camera)
+    report = verify(root, camera=camera, progress=True)
     _echo_json(report if isinstance(report, dict) else {"report": str(report)})
     if isinstance(report, dict) and report.get("damaged"):
         raise typer.Exit(1)

@@ -382,28 +382,33 @@ def _vectors(table: pa.Table, key: str, dim: int) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(len(arr), dim)
 
 
-def verify(root: str | Path, *, camera: str | None = None, outcome: str | None = None) -> dict:
+def verify(root: str | Path, *, camera: str | None = None, outcome: str | None = None,
+           progress: bool = False) -> dict:
     """Decode and check every episode.
 
     Returns {"root", "episodes", "frames", "ok", "damaged", "notes"}: `damaged` lists
     {"episode_index", "error"} for every episode that cannot be read back intact; `notes` lists harmless
     leftovers of an interrupted write (stale info.json/tasks.parquet, orphaned files), fixed by the next write.
-    Raises DatasetError if the dataset cannot be opened at all.
+    Raises DatasetError if the dataset cannot be opened at all. `progress`: a bar on stderr over the episodes.
     """
+    from flexwm.metrics import progress_bar
+
     ds = FlexDataset(root, camera=camera, outcome=outcome)
     damaged, notes = [], []
     tasks = ds.task_list()
-    for i in range(len(ds)):
-        try:
-            cols, _ = ds._read(i)
-            used = sorted(set(cols["task_index"].tolist()))
-            names = {tasks[k] if 0 <= k < len(tasks) else None for k in used}
-            if not names <= set(ds.episodes[i]["tasks"]):
-                raise DatasetError(f"{ds.root}: episode {i}'s data file {ds._data_file(i)} has "
-                                   f"task_index {used} but its tasks are {ds.episodes[i]['tasks']} "
-                                   f"(task list {tasks[:8]}); {_fix_hint(ds.root)}")
-        except DatasetError as e:
-            damaged.append({"episode_index": i, "error": str(e)})
+    with progress_bar(len(ds), "verify", enabled=progress, unit="ep") as bar:
+        for i in range(len(ds)):
+            try:
+                cols, _ = ds._read(i)
+                used = sorted(set(cols["task_index"].tolist()))
+                names = {tasks[k] if 0 <= k < len(tasks) else None for k in used}
+                if not names <= set(ds.episodes[i]["tasks"]):
+                    raise DatasetError(f"{ds.root}: episode {i}'s data file {ds._data_file(i)} has "
+                                       f"task_index {used} but its tasks are {ds.episodes[i]['tasks']} "
+                                       f"(task list {tasks[:8]}); {_fix_hint(ds.root)}")
+            except DatasetError as e:
+                damaged.append({"episode_index": i, "error": str(e)})
+            bar.update(1)
     on_disk = ds._info
     if (on_disk.get("total_episodes"), on_disk.get("total_frames")) != (len(ds), ds.num_frames):
         notes.append(f"info.json totals ({on_disk.get('total_episodes')} episodes, {on_disk.get('total_frames')} "

@@ -30,6 +30,7 @@ from tests.helpers.lerobot_synth import (
     write_lerobot_dataset,
 )
 from tests.helpers.synth_data import SCHEMA, make_episode, write_episodes, write_legacy_episodes
+from tests.helpers.tracking import on_a_terminal
 from tests.helpers.video import count_decoded_frames
 
 
@@ -136,6 +137,22 @@ def test_info_verify_preview_on_a_plain_dataset(packed, tmp_path):
     r = runner.invoke(app, ["data", "preview", str(packed), "--camera", TOP, "--out", str(tmp_path / "c.mp4")])
     assert r.exit_code != 0 and "exists" in str(r.output) + str(r.exception)  # never replaced silently
     assert (tmp_path / "c.mp4").read_bytes() == before
+
+
+def test_verify_draws_a_bar_over_the_episodes_on_a_terminal_and_changes_nothing(packed, monkeypatch, capsys):
+    from flexwm.cli import data_verify
+
+    quiet = verify(packed, camera=TOP)
+    term = on_a_terminal(monkeypatch)
+    assert verify(packed, camera=TOP) == quiet and term.getvalue() == ""  # the library draws only when asked
+    assert verify(packed, camera=TOP, progress=True) == quiet
+    assert "verify" in term.getvalue() and f"{len(LENGTHS)}/{len(LENGTHS)}" in term.getvalue()
+    capsys.readouterr()
+    term.seek(0)
+    term.truncate()
+    data_verify(packed, camera=TOP)  # the command asks for the bar; stdout is the same JSON as ever
+    assert f"{len(LENGTHS)}/{len(LENGTHS)}" in term.getvalue()
+    assert capsys.readouterr().out == json.dumps(quiet, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def test_damage_in_a_packed_file_names_it(packed, tmp_path):
