@@ -33,6 +33,10 @@ ONE_TASK = "pusht's or a gym env's one task"
 ENV_SET = ("option of a gym:ENV_ID env, key=value: pixels=render|OBS_KEY|observation, proprio=OBS_KEY|"
            "none, success=INFO_KEY|terminated, instructions=TEXT|FILE, fps=N, kwargs.NAME=VALUE (gymnasium.make)")
 CAMERA = "camera to read when the dataset has several"
+ACTION_KEY = ("action feature to read (default: action), e.g. action.joint_positions; only for datasets flexwm "
+              "did not write (any other name for a flexwm dataset is an error)")
+STATE_KEY = ("proprio feature to read (default: observation.state), e.g. observation.joint_positions; only for "
+             "datasets flexwm did not write (any other name for a flexwm dataset is an error)")
 OUTCOME = ("outcome of episodes without flexwm labels: unlabelled (default) | success-column | last-frame | "
            "success (curated successes)")
 TENSORBOARD = "also write the logged curves as TensorBoard event files to OUT/tensorboard/ (off by default)"
@@ -148,11 +152,13 @@ def collect(
 def data_info(root: Path = typer.Argument(..., help="dataset directory"),
               as_json: bool = typer.Option(False, "--json", help="print JSON"),
               camera: str | None = typer.Option(None, help=CAMERA),
-              outcome: str | None = typer.Option(None, help=OUTCOME)) -> None:
+              outcome: str | None = typer.Option(None, help=OUTCOME),
+              action_key: str | None = typer.Option(None, help=ACTION_KEY),
+              state_key: str | None = typer.Option(None, help=STATE_KEY)) -> None:
     """Episodes by task, outcome, source and embodiment."""
     from flexwm.data.inspect import dataset_info, format_info
 
-    info = dataset_info(root, camera=camera, outcome=outcome)
+    info = dataset_info(root, camera=camera, outcome=outcome, action_key=action_key, state_key=state_key)
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_info(info))
 
 
@@ -161,24 +167,29 @@ def data_preview(root: Path = typer.Argument(..., help="dataset directory"),
                  out: Path | None = typer.Option(None, help="output mp4 (default ROOT/preview.mp4)"),
                  episodes: int = typer.Option(16, help="episodes in the grid"),
                  camera: str | None = typer.Option(None, help=CAMERA),
-                 outcome: str | None = typer.Option(None, help=OUTCOME)) -> None:
+                 outcome: str | None = typer.Option(None, help=OUTCOME),
+                 action_key: str | None = typer.Option(None, help=ACTION_KEY),
+                 state_key: str | None = typer.Option(None, help=STATE_KEY)) -> None:
     """Write a video grid of episodes."""
     from flexwm.data.inspect import write_preview
 
     out = out or Path(root) / "preview.mp4"
     if out.exists():
         raise ConfigError(f"{out} exists; pass --out NEW.mp4, or delete it to write it again")
-    write_preview(root, out, n_episodes=episodes, camera=camera, outcome=outcome)
+    write_preview(root, out, n_episodes=episodes, camera=camera, outcome=outcome, action_key=action_key,
+                  state_key=state_key)
     typer.echo(f"wrote {out}")
 
 
 @data_app.command("verify")
 def data_verify(root: Path = typer.Argument(..., help="dataset directory"),
-                camera: str | None = typer.Option(None, help=CAMERA)) -> None:
+                camera: str | None = typer.Option(None, help=CAMERA),
+                action_key: str | None = typer.Option(None, help=ACTION_KEY),
+                state_key: str | None = typer.Option(None, help=STATE_KEY)) -> None:
     """Decode and check every episode; exit 1 if any is damaged."""
     from flexwm.data import verify
 
-    report = verify(root, camera=camera, progress=True)
+    report = verify(root, camera=camera, action_key=action_key, state_key=state_key, progress=True)
     _echo_json(report if isinstance(report, dict) else {"report": str(report)})
     if isinstance(report, dict) and report.get("damaged"):
         raise typer.Exit(1)
@@ -197,6 +208,8 @@ def train(
     device: str | None = typer.Option(None, help=DEVICE + " (default: the preset's: cuda for gpu, else cpu)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     camera: str | None = typer.Option(None, help=CAMERA),
+    action_key: str | None = typer.Option(None, help=ACTION_KEY),
+    state_key: str | None = typer.Option(None, help=STATE_KEY),
     outcome: str | None = typer.Option(None, help=OUTCOME),
     resize: int | None = typer.Option(None, help="scale frames to this square size (e.g. 64 for 480x640 data)"),
     tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD.replace("OUT", "--out")),
@@ -207,7 +220,7 @@ def train(
 
     cfg = run_config(preset, data=[str(d) for d in data], variant=variant, config_file=config, overrides=set_,
                      steps=steps, seed=seed, device=device,
-                     camera=camera, outcome=outcome, resize=resize)
+                     camera=camera, outcome=outcome, resize=resize, action_key=action_key, state_key=state_key)
     path = train_world_model(cfg, out, resume=resume, command=_command(),
                              tensorboard=_tensorboard(tensorboard, tensorboard_dir))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (from rank 0)

@@ -89,6 +89,11 @@ def test_same_meaning_same_name_on_every_command():
                 assert opts[key] == ["--" + key.strip("_").replace("_", "-")], (name, key)
     for name in MODEL_COMMANDS:
         assert "device" in _opts(name), name
+    data_commands = typer.main.get_command(app).commands["data"].commands
+    for cmd in (COMMANDS["train"], *(data_commands[n] for n in ("info", "verify", "preview"))):
+        opts = {p.name: list(p.opts) for p in cmd.params}  # the features of datasets flexwm did not write
+        assert (opts["camera"], opts["action_key"], opts["state_key"]) == (
+            ["--camera"], ["--action-key"], ["--state-key"]), cmd.name
     for name in ("collect", "train", "train-bc", "eval", "improve", "steer-wam", "evaluate-policies", "calibrate",
                  "tune-head"):
         assert "seed" in _opts(name), name

@@ -19,10 +19,11 @@ OUTCOME_COLORS = {"success": (40, 200, 60), "failure": (220, 40, 40), "play": (7
                   "unlabelled": (150, 150, 150)}
 
 
-def dataset_info(root: str | Path, *, camera: str | None = None, outcome: str | None = None) -> dict:
+def dataset_info(root: str | Path, *, camera: str | None = None, outcome: str | None = None,
+                 action_key: str | None = None, state_key: str | None = None) -> dict:
     """JSON-ready summary: sizes, schema (cameras, feature dims), tasks and episode counts by task, outcome,
-    source and embodiment. `camera`/`outcome` as for FlexDataset."""
-    ds = FlexDataset(root, camera=camera, outcome=outcome)
+    source and embodiment. `camera`/`outcome`/`action_key`/`state_key` as for FlexDataset."""
+    ds = FlexDataset(root, camera=camera, outcome=outcome, action_key=action_key, state_key=state_key)
     eps = ds.episodes
     lengths = [int(e["length"]) for e in eps]
     outcomes = _outcome_columns(eps)
@@ -100,11 +101,12 @@ def format_info(info: dict) -> str:
 
 
 def write_preview(root: str | Path, out_path: str | Path, n_episodes: int = 16, fps: int | None = None,
-                  border: int = 2, *, camera: str | None = None, outcome: str | None = None) -> Path:
+                  border: int = 2, *, camera: str | None = None, outcome: str | None = None,
+                  action_key: str | None = None, state_key: str | None = None) -> Path:
     """An mp4 grid of up to `n_episodes` episodes spread evenly over the dataset, each tile framed in its
     outcome's colour (green success, red failure, blue play, grey unlabelled). Shorter episodes hold their last
     frame."""
-    ds = FlexDataset(root, camera=camera, outcome=outcome)
+    ds = FlexDataset(root, camera=camera, outcome=outcome, action_key=action_key, state_key=state_key)
     if len(ds) == 0:
         raise DatasetError(f"{ds.root} has no episodes to preview")
     n = min(n_episodes, len(ds))

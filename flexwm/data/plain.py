@@ -7,9 +7,10 @@ LeRobot packs many episodes into each data parquet and each mp4; its meta/episod
 instructions. Features are read by LeRobot's names:
 
     camera       any `video` feature (`camera=`; the default when there is exactly one)
-    proprio      observation.state (absent: one constant 0, as the model takes a proprio input)
+    proprio      observation.state (`state_key=` names another; absent: one constant 0, as the model takes a
+                 proprio input)
     env state    flexwm.env_state, observation.env_state (older flexwm) or observation.environment_state
-    action       action
+    action       action (`action_key=` names another, e.g. action.joint_positions)
     success      next.success (when present)
 
 Outcomes. Episodes without flexwm's labels are "unlabelled": they train the action-conditioned, video and
@@ -128,8 +129,29 @@ def _hw(ft: dict) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment: str | None = None) -> Layout:
-    """The features flexwm reads from the dataset at `root`; DatasetError naming the choices if one is unclear."""
+def _feature_choice(root: Path, feats: dict, cams: list[str], fx: dict, what: str, option: str, key: str | None,
+                    default: str) -> str | None:
+    """The feature named by `key` (an option the user set), checked to exist and not to be a video; None when
+    `key` is None. A dataset flexwm wrote (its info.json has a flexwm block) keeps `default`: any other name is an
+    error rather than silently ignored."""
+    if key is None:
+        return None
+    if fx and key != default:
+        raise ConfigError(f"{root} was written by flexwm, which stores its {what} under {default!r}; {option} is for "
+                          f"datasets flexwm did not write (drop {option} {key})")
+    if key not in feats:
+        raise DatasetError(f"{root} has no {what} feature {key!r} ({option}); its features are {sorted(feats)}")
+    if key in cams:
+        raise DatasetError(f"{root}: {key!r} ({option}) is a video feature; name the {what} vector instead (its "
+                           f"features are {sorted(feats)})")
+    return key
+
+
+def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment: str | None = None, *,
+                   action_key: str | None = None, state_key: str | None = None) -> Layout:
+    """The features flexwm reads from the dataset at `root`; DatasetError naming the choices if one is unclear.
+    `action_key`/`state_key` name the action and proprio features of a dataset flexwm did not write (default
+    `action` and `observation.state`); ConfigError when one is given for a flexwm dataset under another name."""
     feats = info["features"]
     cams = cameras_of(info)
     images = [k for k, f in feats.items() if isinstance(f, dict) and f.get("dtype") == "image"]
@@ -150,13 +172,21 @@ def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment
         image_size = _hw(feats[camera])
     except (ValueError, TypeError) as e:
         raise DatasetError(f"{root}: camera {camera!r} in meta/info.json cannot be read ({e})") from e
-    if ACTION_KEY not in feats:
-        raise DatasetError(f"{root} has no '{ACTION_KEY}' feature (features: {sorted(feats)}); flexwm needs actions")
-    state_key = STATE_KEY if STATE_KEY in feats else None
-    env_key = next((k for k in ENV_STATE_KEYS if k in feats), None)
     fx = info.get("flexwm") if isinstance(info.get("flexwm"), dict) else {}
+    action_key = _feature_choice(root, feats, cams, fx, "action", "--action-key", action_key, ACTION_KEY)
+    state_key = _feature_choice(root, feats, cams, fx, "proprio state", "--state-key", state_key, STATE_KEY)
+    if action_key is None:
+        if ACTION_KEY not in feats:
+            like = [k for k in sorted(feats) if k.startswith(ACTION_KEY)]
+            example = f" (e.g. --action-key {like[0]})" if like else ""
+            raise DatasetError(f"{root} has no '{ACTION_KEY}' feature (features: {sorted(feats)}); flexwm needs "
+                               f"actions: name the action feature with --action-key{example}")
+        action_key = ACTION_KEY
+    if state_key is None:
+        state_key = STATE_KEY if STATE_KEY in feats else None
+    env_key = next((k for k in ENV_STATE_KEYS if k in feats), None)
     try:
-        dims = {"action_dim": _dim(ACTION_KEY, feats[ACTION_KEY]),
+        dims = {"action_dim": _dim(action_key, feats[action_key]),
                 "proprio_dim": _dim(state_key, feats[state_key]) if state_key else 1,
                 "state_dim": _dim(env_key, feats[env_key]) if env_key else 0}
     except ValueError as e:
@@ -169,7 +199,7 @@ def resolve_layout(root: Path, info: dict, camera: str | None = None, embodiment
         raise DatasetError(f"{root}: meta/info.json has robot_type = {robot!r}; it must be a string naming the robot "
                            "(or null); fix it, or name the embodiment yourself (embodiment=)")
     name = embodiment or robot or DEFAULT_EMBODIMENT
-    return Layout(camera=camera, cameras=tuple(cams), action_key=ACTION_KEY, state_key=state_key,
+    return Layout(camera=camera, cameras=tuple(cams), action_key=action_key, state_key=state_key,
                   env_state_key=env_key, success_key=SUCCESS_KEY if SUCCESS_KEY in feats else None,
                   image_size=image_size, embodiment=str(name), **dims)
 
@@ -349,6 +379,10 @@ def label_episode(row: dict, rule: str, layout: Layout, any_success: bool | None
         labelled = outcome is not None
     if layout.camera != VIDEO_KEY:
         ep["camera"] = layout.camera  # part of the episode's identity: another camera gives other frames
+    if layout.action_key != ACTION_KEY:
+        ep["action_key"] = layout.action_key  # likewise: other features give other actions/proprio
+    if layout.state_key not in (None, STATE_KEY):
+        ep["state_key"] = layout.state_key
     if rule == "unlabelled" or (rule == "labels" and not labelled):
         ep["outcome"] = "unlabelled"
     elif rule in ("last-frame", "success"):

@@ -115,19 +115,23 @@ def _info_problem(info: dict) -> str | None:
 class FlexDataset:
     """A dataset on disk. `episodes[i]` is episode i's metadata; `load_episode(i)` decodes it.
 
-    camera: the video feature to read (needed when a dataset has several); outcome: how episodes without flexwm
+    camera: the video feature to read (needed when a dataset has several); action_key/state_key: the action and
+    proprio features of a dataset flexwm did not write (default `action`, `observation.state`; any other name
+    for a dataset flexwm wrote is a ConfigError); outcome: how episodes without flexwm
     labels are labelled (flexwm.data.plain.OUTCOME_RULES); embodiment: the name given to a dataset's robot
     (default: info.json's robot_type); image_size: frames are scaled to this size (H, W) or square side when
     decoded (datasets from the hub are often 480x640; flexwm's presets train at 64x64).
     """
 
     def __init__(self, root: str | Path, *, camera: str | None = None, outcome: str | None = None,
-                 embodiment: str | None = None, image_size: int | tuple[int, int] | None = None):
+                 embodiment: str | None = None, image_size: int | tuple[int, int] | None = None,
+                 action_key: str | None = None, state_key: str | None = None):
         self.root = Path(root)
         info = read_info(self.root)
         self._info = info
         self.outcome_rule = plain.check_outcome_rule(outcome)
-        self.layout = plain.resolve_layout(self.root, info, camera, embodiment)
+        self.layout = plain.resolve_layout(self.root, info, camera, embodiment, action_key=action_key,
+                                           state_key=state_key)
         self.stored_image_size = self.layout.image_size
         self._resize = plain.check_image_size(image_size, self.stored_image_size)
         if self._resize is not None:
@@ -383,7 +387,7 @@ def _vectors(table: pa.Table, key: str, dim: int) -> np.ndarray:
 
 
 def verify(root: str | Path, *, camera: str | None = None, outcome: str | None = None,
-           progress: bool = False) -> dict:
+           action_key: str | None = None, state_key: str | None = None, progress: bool = False) -> dict:
     """Decode and check every episode.
 
     Returns {"root", "episodes", "frames", "ok", "damaged", "notes"}: `damaged` lists
@@ -393,7 +397,7 @@ def verify(root: str | Path, *, camera: str | None = None, outcome: str | None =
     """
     from flexwm.metrics import progress_bar
 
-    ds = FlexDataset(root, camera=camera, outcome=outcome)
+    ds = FlexDataset(root, camera=camera, outcome=outcome, action_key=action_key, state_key=state_key)
     damaged, notes = [], []
     tasks = ds.task_list()
     with progress_bar(len(ds), "verify", enabled=progress, unit="ep") as bar:

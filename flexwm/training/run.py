@@ -80,6 +80,9 @@ class RunConfig:
     preset: str = field("cpu", choices=("tiny", "demo", "cpu", "gpu"))
     data: list[str] = field(default_factory=list, help="dataset directories (LeRobot v3 layout)")
     camera: str | None = field(None, help="camera (video feature) to read from datasets that have several")
+    action_key: str | None = field(None, help="action feature of datasets flexwm did not write (default: action)")
+    state_key: str | None = field(None, help="proprio feature of datasets flexwm did not write (default: "
+                                             "observation.state)")
     resize: int | None = field(None, help="scale every dataset's frames to this square size when decoding "
                                           "(datasets from the hub are often 480x640)")
     outcome: str | None = field(
@@ -146,7 +149,8 @@ def preset(name: str, **overrides: Any) -> RunConfig:
 def run_config(preset_name: str = "cpu", *, data: list[str] | None = None, variant: str | None = None,
                config_file: str | Path | None = None, overrides: list[str] = (), steps: int | None = None,
                seed: int | None = None, device: str | None = None, camera: str | None = None,
-               outcome: str | None = None, resize: int | None = None) -> RunConfig:
+               outcome: str | None = None, resize: int | None = None, action_key: str | None = None,
+               state_key: str | None = None) -> RunConfig:
     """The RunConfig of `flexwm train`: the preset, then the fields of `config_file` (JSON/YAML), then the
     arguments (data, variant, device: the run's, its training loop's and its text encoder's; seed; steps), then
     `--set` overrides (`flexwm.config.apply_overrides`)."""
@@ -173,7 +177,8 @@ def run_config(preset_name: str = "cpu", *, data: list[str] | None = None, varia
         args["seed"] = seed
     if steps is not None:
         args.setdefault("train", {})["steps"] = steps
-    args.update({k: v for k, v in (("camera", camera), ("outcome", outcome), ("resize", resize)) if v is not None})
+    args.update({k: v for k, v in (("camera", camera), ("outcome", outcome), ("resize", resize),
+                                   ("action_key", action_key), ("state_key", state_key)) if v is not None})
     cfg = preset(preset_name, **merge(merged, args))
     return apply_overrides(cfg, list(overrides)) if overrides else cfg
 
@@ -240,7 +245,8 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: bool = True,
 
     if not cfg.data:
         raise ConfigError("no training data: pass --data DIR (one or more dataset directories)")
-    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome, image_size=cfg.resize) for d in cfg.data]
+    datasets = [FlexDataset(d, camera=cfg.camera, outcome=cfg.outcome, image_size=cfg.resize,
+                            action_key=cfg.action_key, state_key=cfg.state_key) for d in cfg.data]
     for d, ds in zip(cfg.data, datasets):
         if len(ds) == 0:
             raise DatasetError(f"dataset {d} has no episodes; collect some first (flexwm collect ... --out {d})")

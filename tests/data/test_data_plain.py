@@ -150,7 +150,8 @@ def test_verify_draws_a_bar_over_the_episodes_on_a_terminal_and_changes_nothing(
     capsys.readouterr()
     term.seek(0)
     term.truncate()
-    data_verify(packed, camera=TOP)  # the command asks for the bar; stdout is the same JSON as ever
+    # the command asks for the bar; stdout is the same JSON as ever
+    data_verify(packed, camera=TOP, action_key=None, state_key=None)
     assert f"{len(LENGTHS)}/{len(LENGTHS)}" in term.getvalue()
     assert capsys.readouterr().out == json.dumps(quiet, indent=2, sort_keys=True, default=str) + "\n"
 
@@ -315,3 +316,79 @@ def test_a_dataset_without_proprio_gets_one_constant_dim(tmp_path):
     cols = ds.load_columns(2)
     assert cols["observation.state"].shape == (LENGTHS[2], 1) and not cols["observation.state"].any()
     np.testing.assert_array_equal(cols["action"], actions(2))
+
+
+JOINTS_ACTION, JOINTS_STATE = "action.joint_positions", "observation.joint_positions"
+
+
+@pytest.fixture(scope="module")
+def renamed(tmp_path_factory):
+    """A hub-style dataset whose actions and proprio live under other names than action/observation.state."""
+    return write_lerobot_dataset(tmp_path_factory.mktemp("lerobot") / "joints", cameras=(TOP,),
+                                 action_key=JOINTS_ACTION, state_key=JOINTS_STATE)
+
+
+def test_action_and_state_features_can_be_named(renamed, tmp_path):
+    ds = FlexDataset(renamed, action_key=JOINTS_ACTION, state_key=JOINTS_STATE)
+    assert (ds.layout.action_key, ds.layout.state_key) == (JOINTS_ACTION, JOINTS_STATE)
+    assert (ds.action_dim, ds.proprio_dim) == (5, 6)
+    for i in (3, 0):
+        cols = ds.load_columns(i)  # returned under flexwm's names
+        np.testing.assert_array_equal(cols["action"], actions(i))
+        np.testing.assert_array_equal(cols["observation.state"], state(i))
+    ep = ds.load_episode(1)
+    np.testing.assert_array_equal(ep.actions, actions(1))
+    np.testing.assert_array_equal(ep.proprio, state(1))
+    # part of the episode's identity (caches), as the camera is
+    assert (ds.episodes[0]["action_key"], ds.episodes[0]["state_key"]) == (JOINTS_ACTION, JOINTS_STATE)
+    assert "action_key" not in FlexDataset(write_lerobot_dataset(tmp_path / "std", cameras=(TOP,))).episodes[0]
+
+    # proprio left unnamed: observation.state is absent, so one constant dim, as for a dataset without proprio
+    only_action = FlexDataset(renamed, action_key=JOINTS_ACTION)
+    assert only_action.layout.state_key is None and only_action.proprio_dim == 1
+
+    info = dataset_info(renamed, action_key=JOINTS_ACTION, state_key=JOINTS_STATE)
+    assert info["features"]["action"] == JOINTS_ACTION and info["features"]["proprio"] == JOINTS_STATE
+    assert verify(renamed, action_key=JOINTS_ACTION, state_key=JOINTS_STATE)["ok"] == 5
+
+    runner = CliRunner()
+    keys = ["--action-key", JOINTS_ACTION, "--state-key", JOINTS_STATE]
+    r = runner.invoke(app, ["data", "info", str(renamed), "--json", *keys])
+    assert r.exit_code == 0, r.output
+    assert (json.loads(r.output)["action_dim"], json.loads(r.output)["proprio_dim"]) == (5, 6)
+    r = runner.invoke(app, ["data", "verify", str(renamed), *keys])
+    assert r.exit_code == 0 and json.loads(r.output)["ok"] == 5
+    r = runner.invoke(app, ["data", "preview", str(renamed), "--out", str(tmp_path / "p.mp4"), *keys])
+    assert r.exit_code == 0 and (tmp_path / "p.mp4").is_file()
+    r = runner.invoke(app, ["data", "info", str(renamed)])
+    assert r.exit_code != 0 and f"--action-key {JOINTS_ACTION}" in str(r.output) + str(r.exception)
+
+
+def test_missing_or_wrong_action_and_state_names_are_errors(renamed, packed, tmp_path):
+    with pytest.raises(DatasetError, match=rf"no 'action' feature \(features: .*'{JOINTS_ACTION}'.*"
+                                           rf"--action-key \(e.g. --action-key {JOINTS_ACTION}\)"):
+        FlexDataset(renamed)
+    with pytest.raises(DatasetError, match=r"no action feature 'action.ee_pose' \(--action-key\); its features are "
+                                           rf"\[.*'{JOINTS_ACTION}'"):
+        FlexDataset(renamed, action_key="action.ee_pose")
+    with pytest.raises(DatasetError, match=r"no proprio state feature 'observation.state' \(--state-key\); its "
+                                           rf"features are \[.*'{JOINTS_STATE}'"):
+        FlexDataset(renamed, action_key=JOINTS_ACTION, state_key="observation.state")
+    with pytest.raises(DatasetError, match=rf"'{TOP}' \(--action-key\) is a video feature"):
+        FlexDataset(renamed, action_key=TOP)
+    # the default names, named explicitly, read a standard dataset as before
+    ds = FlexDataset(packed, camera=TOP, action_key="action", state_key="observation.state")
+    assert (ds.layout.action_key, ds.layout.state_key) == ("action", "observation.state")
+    assert "action_key" not in ds.episodes[0] and "state_key" not in ds.episodes[0]
+
+
+def test_action_and_state_names_are_an_error_for_flexwm_datasets(tmp_path):
+    root = tmp_path / "fx"
+    write_episodes(root, range(2))
+    ds = FlexDataset(root, action_key="action", state_key="observation.state")  # its own names: accepted
+    assert (ds.layout.action_key, ds.layout.state_key) == ("action", "observation.state")
+    with pytest.raises(ConfigError, match=r"written by flexwm, which stores its action under 'action'; "
+                                          r"--action-key is for datasets flexwm did not write"):
+        FlexDataset(root, action_key="action.joint_positions")
+    with pytest.raises(ConfigError, match=r"stores its proprio state under 'observation.state'"):
+        FlexDataset(root, state_key="observation.joint_positions")

@@ -82,7 +82,10 @@ def _fixed(x: np.ndarray) -> pa.Array:
 
 
 def write_lerobot_dataset(root: Path, *, size: tuple[int, int] = (32, 48), cameras: tuple[str, ...] = (TOP, WRIST),
-                          with_success: bool = True, robot_type: str | None = "so100") -> Path:
+                          with_success: bool = True, robot_type: str | None = "so100",
+                          action_key: str = "action", state_key: str = "observation.state") -> Path:
+    """`action_key`/`state_key`: the feature names the actions and proprio state are stored under (hub datasets
+    use others, e.g. action.joint_positions)."""
     root = Path(root)
     h, w = size
     starts = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(int)
@@ -101,7 +104,7 @@ def write_lerobot_dataset(root: Path, *, size: tuple[int, int] = (32, 48), camer
             cols["ix"].append(np.arange(starts[e], starts[e] + T))
             cols["ti"].append(np.full(T, EPISODE_TASK[e]))
         c = {k: np.concatenate(v) for k, v in cols.items()}
-        table = {"observation.state": _fixed(c["state"]), "action": _fixed(c["action"])}
+        table = {state_key: _fixed(c["state"]), action_key: _fixed(c["action"])}
         if with_success:
             table["next.success"] = pa.array(c["success"])
         table.update({"timestamp": pa.array(c["ts"], pa.float32()), "frame_index": pa.array(c["fi"], pa.int64()),
@@ -138,7 +141,7 @@ def write_lerobot_dataset(root: Path, *, size: tuple[int, int] = (32, 48), camer
                 row.update({f"videos/{cam}/chunk_index": 0, f"videos/{cam}/file_index": vf,
                             f"videos/{cam}/from_timestamp": t0, f"videos/{cam}/to_timestamp": t0 + LENGTHS[e] / FPS})
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": f,
-                        "stats/action/mean": actions(e).mean(0).tolist()})
+                        f"stats/{action_key}/mean": actions(e).mean(0).tolist()})
             rows.append(row)
         path = root / f"meta/episodes/chunk-000/file-{f:03d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,8 +162,8 @@ def write_lerobot_dataset(root: Path, *, size: tuple[int, int] = (32, 48), camer
 
     features = {cam: video(cam) for cam in cameras}
     features.update({
-        "observation.state": {"dtype": "float32", "shape": [STATE_DIM], "names": [f"j{i}" for i in range(STATE_DIM)]},
-        "action": {"dtype": "float32", "shape": [ACTION_DIM], "names": [f"a{i}" for i in range(ACTION_DIM)]},
+        state_key: {"dtype": "float32", "shape": [STATE_DIM], "names": [f"j{i}" for i in range(STATE_DIM)]},
+        action_key: {"dtype": "float32", "shape": [ACTION_DIM], "names": [f"a{i}" for i in range(ACTION_DIM)]},
         **({"next.success": {"dtype": "bool", "shape": [1], "names": None}} if with_success else {}),
         **{k: {"dtype": d, "shape": [1], "names": None} for k, d in (
             ("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),

@@ -184,3 +184,22 @@ def test_train_episodes_filter_keeps_chosen_training_episodes(dataset, tmp_path)
         prepare(_cfg(dataset, train_episodes={"sources": ["no-such-source"]}), tmp_path / "none", progress=False)
     with pytest.raises(ConfigError, match="unknown outcome"):
         _cfg(dataset, train_episodes={"outcomes": ["sucess"]})
+
+
+def test_action_and_state_keys_choose_the_features_of_a_hub_dataset(tmp_path):
+    from flexwm.training.run import run_config
+    from tests.helpers.lerobot_synth import TOP, actions, state, write_lerobot_dataset
+
+    keys = {"action_key": "action.joint_positions", "state_key": "observation.joint_positions"}
+    root = write_lerobot_dataset(tmp_path / "joints", cameras=(TOP,), **keys)
+    with pytest.raises(DatasetError, match="--action-key"):
+        prepare(run_config("tiny", data=[str(root)], resize=32, overrides=["tokenizer.image_size=32"]),
+                tmp_path / "r0", progress=False)
+    cfg = run_config("tiny", data=[str(root)], resize=32, overrides=["tokenizer.image_size=32"], **keys)
+    assert (cfg.action_key, cfg.state_key) == (keys["action_key"], keys["state_key"])
+    prep, _, _ = prepare(cfg, tmp_path / "r", progress=False)
+    (ds,) = prep.datasets
+    assert (ds.layout.action_key, ds.layout.state_key) == (keys["action_key"], keys["state_key"])
+    cols = ds.load_columns(2)
+    np.testing.assert_array_equal(cols["action"], actions(2))
+    np.testing.assert_array_equal(cols["observation.state"], state(2))
