@@ -6,21 +6,11 @@
 # `bash benchmarks/imagination_assemble.sh` puts them into imagination_cpu.json. About 60 minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-F=${FLEXWM:-.venv/bin/flexwm}
-PY=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-data/avdc}
-TOK=${TOK:-runs/avdc11-cpu/tokenizer}
-LAT=${LAT:-runs/avdc11-cpu/latents}
+source benchmarks/avdc_runs.sh
 OUT=${OUT:-runs/failure-play}
 R=benchmarks/results/imagination_cpu
-train() {
-  local out=$1; shift
-  [[ -e $out/summary.json ]] && return 0
-  "$F" train --data "$DATA" --preset cpu --out "$out" --steps 2000 --set tokenizer_path="$TOK" --set latent_dir="$LAT" \
-    "$@" $([[ -e $out/run_config.json ]] && echo --resume)
-}
-train "$OUT/with"
-train "$OUT/without" --set "train_episodes.outcomes=[success]"
+train "$OUT/with" --steps 2000
+train "$OUT/without" --steps 2000 --set "train_episodes.outcomes=[success]"
 for name in with without; do
   [[ -e $R/cal-fp-$name.json ]] || "$F" calibrate --ckpt "$OUT/$name" --flow-steps 4 --out "$R/cal-fp-$name.json"
 done

@@ -2,23 +2,13 @@
 # Video pretraining vs scratch with 10 action-labelled demonstrations per task (11 AVDC tasks), equal fine-tuning
 # compute; writes benchmarks/results/pretraining_cpu.json. Needs data/avdc and the frame tokenizer of a run on it
 # (make checkpoint-avdc11 makes both; TOK and LAT point at that run's tokenizer and latent cache).
-# About 100 minutes on 2 CPU cores (pretraining 26, each fine-tuning 17, each evaluation ~35); every stage resumes.
+# About 100 minutes on 2 CPU cores (pretraining ~30, each fine-tuning ~20, each evaluation ~20); every stage resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-F=${FLEXWM:-.venv/bin/flexwm}
-PY=${PYTHON:-.venv/bin/python}
-DATA=${DATA:-data/avdc}
-TOK=${TOK:-runs/avdc11-cpu/tokenizer}
-LAT=${LAT:-runs/avdc11-cpu/latents}
+source benchmarks/avdc_runs.sh
 OUT=${OUT:-runs/pretraining}
-SHARED=(--set tokenizer_path="$TOK" --set latent_dir="$LAT")
 DEMOS=(--set "train_episodes.sources=[expert]" --set "train_episodes.outcomes=[success]" --set train_episodes.per_task=10)
 TASKS=door-open-v3,door-close-v3,basketball-v3,shelf-place-v3,button-press-v3,hammer-v3,button-press-topdown-v3,faucet-close-v3,faucet-open-v3,handle-press-v3,assembly-v3
-train() {  # OUT_DIR ARGS...: train, resuming a run that exists
-  local out=$1; shift
-  [[ -e $out/summary.json ]] && return 0
-  "$F" train --data "$DATA" --preset cpu --out "$out" "${SHARED[@]}" "$@" $([[ -e $out/run_config.json ]] && echo --resume)
-}
 evaluate() {  # RUN OUT_JSON
   [[ -e $2 ]] || "$F" eval --ckpt "$1" --task $TASKS --policy wam --episodes 20 --seed 20000 --flow-steps 4 \
     --set execute=4 --out "$2"
